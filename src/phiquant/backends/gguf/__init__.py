@@ -1,0 +1,152 @@
+"""GGUF for llama.cpp: F32/F16/BF16/Q8_0 written directly, k-quants via llama.cpp."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from phiquant.backends.base import (
+    ArtifactInfo,
+    Backend,
+    BuildResult,
+    ProgressFn,
+    Runner,
+    no_progress,
+)
+from phiquant.errors import ArtifactError
+from phiquant.sources import ModelSource
+from phiquant.targets import Target
+
+# A text that exercises digits, spacing, punctuation and non-ASCII letters,
+# tokenized by both the original tokenizer and llama.cpp after every build.
+TOKENIZER_PROBE = (
+    "Hello world! The year 2024 had 366 days; élan, naïve café — 東京 🙂\n"
+    "    indented   spaces\tand tabs, it's can't we'll 3.14159 x=y+1"
+)
+
+
+class GGUFBackend(Backend):
+    name = "gguf"
+    runtime = "llama.cpp (llama-cpp-python)"
+    extra = "gguf"
+    precision_aliases = {
+        "fp32": "F32",
+        "fp16": "F16",
+        "bf16": "BF16",
+        "int8": "Q8_0",
+        "int4": "Q4_K_M",
+    }
+    formats = {
+        "F32": "fp32",
+        "F16": "fp16",
+        "BF16": "bf16",
+        "Q8_0": "int8",
+        "Q6_K": "int6",
+        "Q5_K_M": "int5",
+        "Q4_K_M": "int4",
+        "Q4_0": "int4",
+    }
+
+    def missing_libraries(self) -> list[str]:
+        return [m for m in ("llama_cpp",) if importlib.util.find_spec(m) is None]
+
+    def build(
+        self,
+        source: ModelSource,
+        target: Target,
+        out_dir: Path,
+        progress: ProgressFn = no_progress,
+    ) -> BuildResult:
+        from phiquant.backends.gguf.quantize import quantize_with_llama_cpp
+        from phiquant.backends.gguf.writer import DIRECT_TYPES, write_gguf
+
+        self.ensure_available()
+        path = out_dir / f"{source.name}-{target.quant}.gguf"
+        if target.quant in DIRECT_TYPES:
+            written = write_gguf(source, path, target.quant, progress)
+        else:
+            # llama.cpp quantizes from a float GGUF; BF16 holds bf16 sources exactly.
+            intermediate = out_dir / "intermediate-BF16.gguf.tmp"
+            written = write_gguf(source, intermediate, "BF16", progress)
+            progress(0, None, f"quantizing to {target.quant} with llama.cpp")
+            quantize_with_llama_cpp(intermediate, path, target.quant)
+            intermediate.unlink()
+
+        self._check_tokenizer(source, path)
+        info = self.describe(out_dir)
+        options = {
+            "gguf_file": path.name,
+            "tensor_types": info.tensor_types,
+            **{k: v for k, v in written.items() if k != "tensor_types"},
+        }
+        notes = _mixed_type_notes(target.quant, info.tensor_types)
+        return BuildResult(
+            options=options,
+            notes=notes,
+            stop_token_ids=sorted({written["eos_token_id"], written["eot_token_id"]} - {None}),
+        )
+
+    def _check_tokenizer(self, source: ModelSource, gguf_path: Path) -> None:
+        """Refuse an artifact whose tokenizer splits text unlike the original."""
+        import llama_cpp
+        from tokenizers import Tokenizer
+
+        expected = (
+            Tokenizer.from_file(str(source.path / "tokenizer.json"))
+            .encode(TOKENIZER_PROBE, add_special_tokens=False)
+            .ids
+        )
+        vocab = llama_cpp.Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+        try:
+            actual = vocab.tokenize(TOKENIZER_PROBE.encode(), add_bos=False, special=False)
+        finally:
+            vocab.close()
+        if list(actual) != list(expected):
+            raise ArtifactError(
+                "llama.cpp tokenizes text differently from the source tokenizer "
+                f"({len(actual)} vs {len(expected)} tokens on a probe text)",
+                "The tokenizer's pre-tokenizer is not mapped correctly; please "
+                "report this model",
+            )
+
+    def describe(self, artifact_dir: Path) -> ArtifactInfo:
+        from phiquant.backends.gguf.reader import describe_gguf
+
+        return describe_gguf(find_gguf_file(artifact_dir))
+
+    def load(self, artifact_dir: Path, *, context_tokens: int = 2048) -> Runner:
+        from phiquant.backends.gguf.runner import LlamaCppRunner
+
+        self.ensure_available()
+        return LlamaCppRunner(find_gguf_file(artifact_dir), context_tokens)
+
+
+def find_gguf_file(path: Path) -> Path:
+    """The GGUF file of an artifact folder, or ``path`` itself if it is one."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    files = sorted(path.glob("*.gguf"))
+    if len(files) != 1:
+        raise ArtifactError(
+            f"expected one .gguf file in {path}, found {len(files)}",
+            "Pass a folder made by `phiquant quantize --to gguf:...` or a .gguf file",
+        )
+    return files[0]
+
+
+def _mixed_type_notes(quant: str, tensor_types: dict[str, int]) -> list[str]:
+    """Say plainly when llama.cpp stored weights in types other than asked."""
+    total = sum(count for name, count in tensor_types.items() if name != "F32")
+    if not total:
+        return []
+    wanted_prefix = quant.split("_")[0] + ("_K" if "_K" in quant else "")
+    others = {
+        name: count
+        for name, count in tensor_types.items()
+        if name != "F32" and not name.startswith(wanted_prefix)
+    }
+    if not others:
+        return []
+    shares = ", ".join(f"{name} {100 * count / total:.0f}%" for name, count in others.items())
+    return [f"{quant}: not every weight uses the requested type ({shares} of weights)"]

@@ -1,0 +1,34 @@
+"""What phiquant knows about one architecture family, as plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Family:
+    """One layout of weights and the facts a converter needs about it.
+
+    Adding a model family means adding one of these tables, not new branches
+    in the backends.
+    """
+
+    name: str
+    description: str
+    architectures: tuple[str, ...]
+    model_types: tuple[str, ...]
+    # Architecture name in gguf-py's MODEL_ARCH_NAMES (what llama.cpp loads).
+    gguf_arch: str
+    # llama.cpp's "llama" graph rotates interleaved pairs while Hugging Face
+    # rotates halves, so q/k rows must be reordered when writing GGUF.
+    gguf_permute_qk: bool
+    # Hugging Face tensors that hold several projections stacked on rows.
+    fused_tensors: tuple[str, ...]
+    # Tokens that end a chat turn in this family's templates, most specific first.
+    end_of_turn_tokens: tuple[str, ...]
+    # None when phiquant converts this family; otherwise why it cannot yet.
+    unsupported_reason: str | None = None
+
+    @property
+    def supported(self) -> bool:
+        return self.unsupported_reason is None

@@ -1,0 +1,14 @@
+"""Phi-3, Phi-3.5, Phi-4-mini and Phi-4: fused qkv and gate/up projections."""
+
+from phiquant.families.base import Family
+
+PHI3 = Family(
+    name="phi3",
+    description="Phi-3 / Phi-3.5 / Phi-4-mini / Phi-4 layout (Phi3ForCausalLM)",
+    architectures=("Phi3ForCausalLM",),
+    model_types=("phi3",),
+    gguf_arch="phi3",
+    gguf_permute_qk=False,
+    fused_tensors=("self_attn.qkv_proj", "mlp.gate_up_proj"),
+    end_of_turn_tokens=("<|end|>", "<|im_end|>", "<|eot_id|>"),
+)
