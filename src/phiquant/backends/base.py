@@ -65,20 +65,32 @@ class ChatResult:
 
 
 class ChatStream:
-    """Iterate to receive text pieces; ``result`` is set once exhausted."""
+    """Iterate to receive text pieces; ``result`` is set once exhausted.
+
+    ``finish`` reports (tokens generated, finish reason) after the last piece;
+    ``on_close`` callbacks run when iteration ends, however it ends.
+    """
 
     def __init__(self, pieces: Iterator[str], finish: Callable[[], tuple[int, str]]):
         self._pieces = pieces
         self._finish = finish
         self._text: list[str] = []
+        self._on_close: list[Callable[[], None]] = []
         self.result: ChatResult | None = None
 
+    def on_close(self, callback: Callable[[], None]) -> None:
+        self._on_close.append(callback)
+
     def __iter__(self) -> Iterator[str]:
-        for piece in self._pieces:
-            self._text.append(piece)
-            yield piece
-        n_tokens, reason = self._finish()
-        self.result = ChatResult("".join(self._text), n_tokens, reason)
+        try:
+            for piece in self._pieces:
+                self._text.append(piece)
+                yield piece
+            n_tokens, reason = self._finish()
+            self.result = ChatResult("".join(self._text), n_tokens, reason)
+        finally:
+            for callback in self._on_close:
+                callback()
 
     def collect(self) -> ChatResult:
         for _ in self:

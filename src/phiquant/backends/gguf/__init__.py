@@ -14,6 +14,7 @@ from phiquant.backends.base import (
     no_progress,
 )
 from phiquant.errors import ArtifactError
+from phiquant.native_output import captured_native_stderr
 from phiquant.sources import ModelSource
 from phiquant.targets import Target
 
@@ -96,7 +97,10 @@ class GGUFBackend(Backend):
             .encode(TOKENIZER_PROBE, add_special_tokens=False)
             .ids
         )
-        vocab = llama_cpp.Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+        with captured_native_stderr("llama.cpp vocabulary load"):
+            vocab = llama_cpp.Llama(
+                model_path=str(gguf_path), vocab_only=True, verbose=False
+            )
         try:
             actual = vocab.tokenize(TOKENIZER_PROBE.encode(), add_bos=False, special=False)
         finally:

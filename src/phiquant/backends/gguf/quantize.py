@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from phiquant.errors import ArtifactError
+from phiquant.native_output import captured_native_stderr
 
 # Format name -> llama_ftype. Tensors whose rows do not fit a k-quant's
 # 256-wide super-blocks fall back per tensor inside llama.cpp.
@@ -28,9 +29,10 @@ def quantize_with_llama_cpp(source_gguf: Path, out_gguf: Path, quant: str) -> No
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = LLAMA_QUANTIZED[quant]
     params.nthread = os.cpu_count() or 1
-    status = llama_cpp.llama_model_quantize(
-        str(source_gguf).encode(), str(out_gguf).encode(), ctypes.byref(params)
-    )
+    with captured_native_stderr(f"llama.cpp quantize to {quant}"):
+        status = llama_cpp.llama_model_quantize(
+            str(source_gguf).encode(), str(out_gguf).encode(), ctypes.byref(params)
+        )
     if status != 0:
         raise ArtifactError(
             f"llama.cpp failed to quantize to {quant} (status {status})",

@@ -11,6 +11,7 @@ import numpy as np
 
 from phiquant.backends.base import ChatStream, Runner
 from phiquant.backends.gguf.reader import gguf_stop_token_ids
+from phiquant.native_output import captured_native_stderr
 
 # llama.cpp processes prompts in batches of this many tokens.
 BATCH_TOKENS = 512
@@ -40,14 +41,15 @@ class LlamaCppRunner(Runner):
         self._stop_ids = set(gguf_stop_token_ids(gguf_path))
 
     def _open(self, *, logits_all: bool, context_tokens: int):
-        return self._llama_class(
-            model_path=str(self._path),
-            n_ctx=context_tokens,
-            n_batch=min(BATCH_TOKENS, context_tokens),
-            n_threads=_threads(),
-            logits_all=logits_all,
-            verbose=False,
-        )
+        with captured_native_stderr("llama.cpp model load"):
+            return self._llama_class(
+                model_path=str(self._path),
+                n_ctx=context_tokens,
+                n_batch=min(BATCH_TOKENS, context_tokens),
+                n_threads=_threads(),
+                logits_all=logits_all,
+                verbose=False,
+            )
 
     @property
     def stop_token_ids(self) -> set[int]:

@@ -1,0 +1,3 @@
+from phiquant.cli import main
+
+main()

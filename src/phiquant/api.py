@@ -1,0 +1,267 @@
+"""phiquant's Python API; every CLI command is a thin wrapper over one of these.
+
+>>> from phiquant import quantize, run
+>>> results = quantize("demo", ["gguf:int4"], out="phiquant-out/demo")
+>>> print(run(results[0].path, "What is the capital of France?").collect().text)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from phiquant.artifacts import (
+    MANIFEST_NAME,
+    atomic_folder,
+    read_manifest,
+    write_manifest,
+)
+from phiquant.backends import get_backend, resolve_target
+from phiquant.backends.base import (
+    ArtifactInfo,
+    Backend,
+    ChatResult,
+    ChatStream,
+    ProgressFn,
+    Runner,
+    no_progress,
+)
+from phiquant.errors import ArtifactError, OutputError, UsageError
+from phiquant.sources import DEMO_NAME, ModelSource, open_source
+from phiquant.targets import Target
+
+DEFAULT_TARGETS = ("gguf:fp16", "gguf:int8", "gguf:int4")
+DEFAULT_PROMPT = "What is the capital of France?"
+DEFAULT_OUT = Path("phiquant-out")
+
+
+@dataclass
+class QuantizeResult:
+    """One artifact built by :func:`quantize`, with its smoke-test answer."""
+
+    target: Target
+    path: Path
+    info: ArtifactInfo
+    answer: ChatResult | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _resolve_targets(targets: list[str] | tuple[str, ...] | None) -> list[Target]:
+    resolved: dict[str, Target] = {}
+    for text in targets or DEFAULT_TARGETS:
+        target = resolve_target(text)
+        resolved.setdefault(target.name, target)
+    return list(resolved.values())
+
+
+def default_output_dir(source_name: str) -> Path:
+    return DEFAULT_OUT / source_name
+
+
+def quantize(
+    source: str | Path = DEMO_NAME,
+    targets: list[str] | tuple[str, ...] | None = None,
+    *,
+    out: str | Path | None = None,
+    force: bool = False,
+    revision: str | None = None,
+    allow_pickle: bool = False,
+    prompt: str | None = DEFAULT_PROMPT,
+    max_tokens: int = 64,
+    progress: ProgressFn = no_progress,
+) -> list[QuantizeResult]:
+    """Build one artifact folder per target under ``out``.
+
+    ``targets`` are strings such as ``gguf:int4`` (default: fp16, int8 and
+    int4 GGUF). Each artifact is written atomically, then loaded in its
+    runtime and asked ``prompt`` (skip with ``prompt=None``) before it is
+    moved into place. Existing artifacts are refused unless ``force``.
+    """
+    resolved = _resolve_targets(targets)
+    for backend_name in dict.fromkeys(t.backend for t in resolved):
+        get_backend(backend_name).ensure_available()
+
+    model = open_source(source, revision=revision, allow_pickle=allow_pickle)
+    out_root = Path(out) if out is not None else default_output_dir(model.name)
+    for target in resolved:
+        dest = out_root / target.slug
+        if dest.exists() and not force:
+            raise OutputError(
+                f"{dest} already exists",
+                "Pass --force to replace it, or choose another --out",
+            )
+
+    results = []
+    for target in resolved:
+        results.append(
+            _build_one(model, target, out_root / target.slug, force, prompt, max_tokens, progress)
+        )
+    return results
+
+
+def _build_one(
+    model: ModelSource,
+    target: Target,
+    dest: Path,
+    force: bool,
+    prompt: str | None,
+    max_tokens: int,
+    progress: ProgressFn,
+) -> QuantizeResult:
+    backend = get_backend(target.backend)
+    with atomic_folder(dest, force=force, protected=model.path) as staging:
+        built = backend.build(model, target, staging, progress)
+        info = backend.describe(staging)
+        answer = None
+        if prompt is not None:
+            progress(0, None, f"{target.name}: answering the test prompt")
+            with backend.load(staging) as runner:
+                answer = runner.chat(_messages(prompt), max_tokens).collect()
+        write_manifest(
+            staging,
+            {
+                "tool": "phiquant",
+                "source": model.describe(),
+                "target": {
+                    "name": target.name,
+                    "backend": target.backend,
+                    "format": target.quant,
+                    "precision": target.precision,
+                    "device": target.device,
+                },
+                "runtime": backend.runtime,
+                "options": built.options,
+                "notes": built.notes,
+                "stop_token_ids": built.stop_token_ids,
+                "size_bytes": info.size_bytes,
+                "parameter_count": info.parameter_count,
+                "bits_per_weight": round(info.bits_per_weight, 4),
+                "smoke_test": None
+                if answer is None
+                else {
+                    "prompt": prompt,
+                    "answer": answer.text,
+                    "finish_reason": answer.finish_reason,
+                    "tokens": answer.n_tokens,
+                },
+            },
+        )
+    return QuantizeResult(target, dest.resolve(), info, answer, built.notes)
+
+
+def _messages(prompt: str, system: str | None = None) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": system}] if system else []
+    return [*messages, {"role": "user", "content": prompt}]
+
+
+def artifact_backend(path: str | Path) -> Backend:
+    """The backend that made an artifact folder (or owns a bare model file)."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"no artifact at {path}", "Check the path")
+    if (path / MANIFEST_NAME).exists():
+        return get_backend(read_manifest(path)["target"]["backend"])
+    if path.suffix == ".gguf" or (path.is_dir() and any(path.glob("*.gguf"))):
+        return get_backend("gguf")
+    raise ArtifactError(
+        f"{path} is not a phiquant artifact (no {MANIFEST_NAME})",
+        "Pass a folder made by `phiquant quantize` or a .gguf file",
+    )
+
+
+def load_artifact(path: str | Path, *, context_tokens: int = 2048) -> Runner:
+    """Open an artifact in its runtime for chatting and scoring."""
+    return artifact_backend(path).load(Path(path), context_tokens=context_tokens)
+
+
+def run(
+    artifact: str | Path,
+    prompt: str,
+    *,
+    max_tokens: int = 256,
+    system: str | None = None,
+) -> ChatStream:
+    """Reply to ``prompt`` with the artifact's chat template, greedily.
+
+    Iterate over the returned stream for text pieces as they are generated;
+    its ``result`` then says whether the reply ended at the end-of-turn
+    token (``finish_reason == "stop"``) or hit ``max_tokens``.
+    """
+    if max_tokens < 1:
+        raise UsageError("--max-tokens must be at least 1", "")
+    runner = load_artifact(artifact)
+    stream = runner.chat(_messages(prompt, system), max_tokens)
+    stream.on_close(runner.close)
+    return stream
+
+
+def inspect(path: str | Path) -> dict[str, Any]:
+    """Describe a source model or an artifact: architecture, precision, size."""
+    candidate = Path(path)
+    if candidate.exists() and (
+        (candidate / MANIFEST_NAME).exists()
+        or candidate.suffix == ".gguf"
+        or (candidate.is_dir() and any(candidate.glob("*.gguf")))
+    ):
+        return _inspect_artifact(candidate)
+    return _inspect_source(open_source(path))
+
+
+def _inspect_artifact(path: Path) -> dict[str, Any]:
+    backend = artifact_backend(path)
+    info = backend.describe(path)
+    report: dict[str, Any] = {
+        "kind": "artifact",
+        "path": str(path),
+        "format": info.format,
+        "runtime": backend.runtime,
+        "size_bytes": info.size_bytes,
+        "parameter_count": info.parameter_count,
+        "bits_per_weight": info.bits_per_weight,
+        "tensor_types": info.tensor_types,
+        "metadata": info.metadata,
+    }
+    if (path / MANIFEST_NAME).exists():
+        manifest = read_manifest(path)
+        report["target"] = manifest["target"]["name"]
+        report["source"] = manifest["source"]
+        report["notes"] = manifest.get("notes", [])
+    return report
+
+
+def _inspect_source(model: ModelSource) -> dict[str, Any]:
+    traits = model.traits
+    dtypes = model.dtype_histogram()
+    parameters = sum(dtypes.values())
+    end_of_turn = model.end_of_turn_token
+    return {
+        "kind": "source",
+        "name": model.name,
+        "path": str(model.path),
+        "architecture": traits.architecture,
+        "family": model.family.description,
+        "size_bytes": model.size_bytes,
+        "parameter_count": parameters,
+        "bits_per_weight": 8 * model.size_bytes / parameters if parameters else None,
+        "tensor_types": dict(dtypes.most_common()),
+        "traits": {
+            "layers": traits.num_layers,
+            "hidden_size": traits.hidden_size,
+            "attention_heads": traits.num_heads,
+            "kv_heads": traits.num_kv_heads,
+            "head_dim": traits.head_dim,
+            "vocab_size": traits.vocab_size,
+            "context_length": traits.max_position_embeddings,
+            "rope_kind": traits.rope.kind,
+            "rope_theta": traits.rope_theta,
+            "longrope_switch_tokens": traits.longrope_switch_tokens,
+            "rotary_dim": traits.rotary_dim,
+            "sliding_window": traits.sliding_window,
+            "tied_embeddings": traits.tie_word_embeddings,
+            "kv_cache_bytes_per_token_fp16": traits.kv_cache_bytes_per_token(2),
+        },
+        "stop_tokens": list(model.stop_token_ids),
+        "end_of_turn_token": end_of_turn[0] if end_of_turn else None,
+        "chat_template": model.chat_template is not None,
+    }

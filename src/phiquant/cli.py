@@ -1,0 +1,195 @@
+"""The ``phiquant`` command line: thin wrappers over :mod:`phiquant.api`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from phiquant import __version__, api
+from phiquant.errors import PhiquantError
+from phiquant.report.progress import RichProgress
+from phiquant.report.terminal import (
+    print_inspection,
+    print_quantize_table,
+    print_targets,
+)
+
+app = typer.Typer(
+    help=(
+        "Turn a Phi-family model into quantized artifacts for edge runtimes "
+        "(GGUF for llama.cpp today), run them and compare them.\n\n"
+        "Start with `phiquant quantize`: it builds the built-in demo model in "
+        "three GGUF precisions and shows each one answering."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+stdout = Console()
+stderr = Console(stderr=True)
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        stdout.print(f"phiquant {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks and runtime logs.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log what phiquant does.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    _state["debug"] = debug
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def quantize(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="`demo` (built-in SmolLM2-135M in Phi-3 layout), a local Hugging "
+            "Face folder, or a hub id such as microsoft/Phi-3-mini-4k-instruct."
+        ),
+    ] = "demo",
+    to: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--to",
+            "-t",
+            help="Target BACKEND:PRECISION, repeatable: gguf:fp32, gguf:fp16, "
+            "gguf:int8 (Q8_0), gguf:int4 (Q4_K_M) or a GGUF type such as "
+            "gguf:Q5_K_M. Default: gguf:fp16, gguf:int8, gguf:int4.",
+        ),
+    ] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(help="Folder for the artifacts. Default: phiquant-out/<model name>."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Replace artifacts that already exist.")
+    ] = False,
+    revision: Annotated[
+        Optional[str], typer.Option(help="Hub revision (branch, tag or commit).")
+    ] = None,
+    allow_pickle: Annotated[
+        bool,
+        typer.Option(help="Accept pickle weights (pytorch_model.bin); they can run code."),
+    ] = False,
+    prompt: Annotated[
+        str, typer.Option(help="Question each artifact answers once built.")
+    ] = api.DEFAULT_PROMPT,
+    no_test: Annotated[
+        bool, typer.Option("--no-test", help="Skip the test answer.")
+    ] = False,
+) -> None:
+    """Build quantized artifacts from SOURCE and show each one answering.
+
+    With no arguments this is the demo: the built-in model in GGUF F16, Q8_0
+    and Q4_K_M under ./phiquant-out/demo, and a table of size, bits per
+    weight and each artifact's answer.
+
+    Examples:
+
+      phiquant quantize
+
+      phiquant quantize ./Phi-3-mini-4k-instruct --to gguf:int4 --to gguf:Q6_K
+    """
+    with RichProgress(stderr) as progress:
+        results = api.quantize(
+            source,
+            to,
+            out=out,
+            force=force,
+            revision=revision,
+            allow_pickle=allow_pickle,
+            prompt=None if no_test else prompt,
+            progress=progress,
+        )
+    print_quantize_table(stdout, results, None if no_test else prompt)
+
+
+@app.command()
+def run(
+    artifact: Annotated[Path, typer.Argument(help="Artifact folder or .gguf file.")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="The user message.")],
+    max_tokens: Annotated[
+        int, typer.Option(help="Stop after this many tokens if no end-of-turn comes.")
+    ] = 256,
+    system: Annotated[
+        Optional[str], typer.Option(help="Optional system message.")
+    ] = None,
+) -> None:
+    """Chat once with an artifact: its own template, greedy, streamed.
+
+    Generation stops at the model's end-of-turn token, as a deployed runtime
+    would.
+
+    Example: phiquant run phiquant-out/demo/gguf-q4_k_m -p "Name three colours."
+    """
+    stream = api.run(artifact, prompt, max_tokens=max_tokens, system=system)
+    for piece in stream:
+        stdout.print(piece, end="", markup=False, highlight=False, soft_wrap=True)
+    stdout.print()
+    if stream.result and stream.result.finish_reason != "stop":
+        stderr.print(
+            f"[yellow]stopped after {max_tokens} tokens, before the end-of-turn token[/]"
+        )
+
+
+@app.command()
+def inspect(
+    path: Annotated[
+        str, typer.Argument(help="A source (demo, folder, hub id) or an artifact.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show architecture, tensor types, size and bits per weight of a model.
+
+    For a source: rope kind, sliding window, rotary dims, tied head, stop
+    tokens and KV-cache bytes per token. For an artifact: its metadata and
+    the real mix of tensor types.
+    """
+    report = api.inspect(path)
+    if as_json:
+        stdout.print_json(json.dumps(report, default=str))
+    else:
+        print_inspection(stdout, report)
+
+
+@app.command()
+def targets() -> None:
+    """List backends, their precisions and what each maps to."""
+    print_targets(stdout)
+
+
+def main() -> None:
+    """Console entry point: one-line errors, tracebacks only with --debug."""
+    try:
+        app()
+    except PhiquantError as error:
+        if _state["debug"]:
+            raise
+        stderr.print(f"phiquant: {error.message}", markup=False, highlight=False)
+        sys.exit(error.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Rich tables for the terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from phiquant.api import QuantizeResult
+from phiquant.backends import available_backends
+
+
+def format_bytes(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
+def _shorten(text: str, limit: int = 70) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def print_quantize_table(
+    console: Console, results: list[QuantizeResult], prompt: str | None
+) -> None:
+    title = f"Answers to {prompt!r}" if prompt else "Artifacts"
+    table = Table(title=title, title_justify="left")
+    table.add_column("target", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("bits/weight", justify="right")
+    if prompt:
+        table.add_column("answer (greedy)", overflow="fold", ratio=1)
+        table.add_column("ended turn", justify="center")
+    for result in results:
+        row = [
+            result.target.name,
+            format_bytes(result.info.size_bytes),
+            f"{result.info.bits_per_weight:.2f}",
+        ]
+        if prompt:
+            answer = result.answer
+            row += [
+                _shorten(answer.text) if answer else "",
+                "yes" if answer and answer.finish_reason == "stop" else "no",
+            ]
+        table.add_row(*row)
+    console.print(table)
+    folders = sorted({str(result.path.parent) for result in results})
+    console.print(f"Artifacts in {', '.join(folders)}")
+    for result in results:
+        for note in result.notes:
+            console.print(f"[dim]note: {note}[/]")
+
+
+def _key_value_table(title: str, values: dict[str, Any]) -> Table:
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in values.items():
+        table.add_row(key, "" if value is None else str(value))
+    return table
+
+
+def _types_table(tensor_types: dict[str, int]) -> Table:
+    total = sum(tensor_types.values()) or 1
+    table = Table(title="Weights by stored type", title_justify="left")
+    table.add_column("type")
+    table.add_column("parameters", justify="right")
+    table.add_column("share", justify="right")
+    for name, count in tensor_types.items():
+        table.add_row(name, f"{count:,}", f"{100 * count / total:.1f}%")
+    return table
+
+
+def print_inspection(console: Console, report: dict[str, Any]) -> None:
+    summary = {
+        key: report.get(key)
+        for key in (
+            "kind", "name", "path", "architecture", "family", "format", "runtime",
+            "target",
+        )
+        if report.get(key) is not None
+    }
+    summary["size"] = format_bytes(report["size_bytes"])
+    summary["parameters"] = f"{report['parameter_count']:,}"
+    if report.get("bits_per_weight"):
+        summary["bits per weight"] = f"{report['bits_per_weight']:.2f}"
+    if report["kind"] == "source":
+        summary["stop tokens"] = report["stop_tokens"]
+        summary["end-of-turn token"] = report["end_of_turn_token"]
+        summary["chat template"] = "present" if report["chat_template"] else "missing"
+    console.print(_key_value_table("Model", summary))
+    if "traits" in report:
+        console.print(_key_value_table("Conversion traits", report["traits"]))
+    if report.get("metadata"):
+        console.print(_key_value_table("Metadata", report["metadata"]))
+    console.print(_types_table(report["tensor_types"]))
+    for note in report.get("notes", []):
+        console.print(f"[dim]note: {note}[/]")
+
+
+def print_targets(console: Console) -> None:
+    table = Table(title="Targets (BACKEND:PRECISION)", title_justify="left")
+    table.add_column("backend")
+    table.add_column("runtime")
+    table.add_column("precision → format")
+    table.add_column("other formats")
+    for backend in available_backends():
+        aliases = ", ".join(f"{p} → {q}" for p, q in backend.precision_aliases.items())
+        others = [q for q in backend.formats if q not in backend.precision_aliases.values()]
+        table.add_row(backend.name, backend.runtime, aliases, ", ".join(others))
+    console.print(table)
