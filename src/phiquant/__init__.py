@@ -10,4 +10,11 @@ except metadata.PackageNotFoundError:  # running from a source tree
 from phiquant.api import inspect, load_artifact, quantize, run  # noqa: E402
 from phiquant.errors import PhiquantError  # noqa: E402
 
-__all__ = ["quantize", "run", "inspect", "load_artifact", "PhiquantError", "__version__"]
+__all__ = [
+    "quantize",
+    "run",
+    "inspect",
+    "load_artifact",
+    "PhiquantError",
+    "__version__",
+]

@@ -95,7 +95,15 @@ def quantize(
     results = []
     for target in resolved:
         results.append(
-            _build_one(model, target, out_root / target.slug, force, prompt, max_tokens, progress)
+            _build_one(
+                model,
+                target,
+                out_root / target.slug,
+                force,
+                prompt,
+                max_tokens,
+                progress,
+            )
         )
     return results
 

@@ -68,7 +68,10 @@ def list_files(folder: Path) -> dict[str, dict[str, Any]]:
         relative = path.relative_to(folder).as_posix()
         if relative == MANIFEST_NAME:
             continue
-        files[relative] = {"size_bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        files[relative] = {
+            "size_bytes": path.stat().st_size,
+            "sha256": sha256_file(path),
+        }
     return files
 
 
@@ -95,7 +98,9 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ArtifactError(f"{path} is corrupt ({error})", "Rebuild the artifact") from error
+        raise ArtifactError(
+            f"{path} is corrupt ({error})", "Rebuild the artifact"
+        ) from error
 
 
 def check_files(folder: Path, manifest: dict[str, Any]) -> list[str]:
@@ -159,7 +164,9 @@ def atomic_folder(
                     f"{dest} already exists",
                     "Pass --force to replace it, or choose another --out",
                 )
-            staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+            staging = Path(
+                tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
+            )
             try:
                 yield staging
                 _replace(staging, dest)

@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -52,7 +52,9 @@ def _global_options(
     ] = False,
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version."
+        ),
     ] = False,
 ) -> None:
     _state["debug"] = debug
@@ -70,7 +72,7 @@ def quantize(
         ),
     ] = "demo",
     to: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option(
             "--to",
             "-t",
@@ -80,18 +82,22 @@ def quantize(
         ),
     ] = None,
     out: Annotated[
-        Optional[Path],
-        typer.Option(help="Folder for the artifacts. Default: phiquant-out/<model name>."),
+        Path | None,
+        typer.Option(
+            help="Folder for the artifacts. Default: phiquant-out/<model name>."
+        ),
     ] = None,
     force: Annotated[
         bool, typer.Option(help="Replace artifacts that already exist.")
     ] = False,
     revision: Annotated[
-        Optional[str], typer.Option(help="Hub revision (branch, tag or commit).")
+        str | None, typer.Option(help="Hub revision (branch, tag or commit).")
     ] = None,
     allow_pickle: Annotated[
         bool,
-        typer.Option(help="Accept pickle weights (pytorch_model.bin); they can run code."),
+        typer.Option(
+            help="Accept pickle weights (pytorch_model.bin); they can run code."
+        ),
     ] = False,
     prompt: Annotated[
         str, typer.Option(help="Question each artifact answers once built.")
@@ -133,9 +139,7 @@ def run(
     max_tokens: Annotated[
         int, typer.Option(help="Stop after this many tokens if no end-of-turn comes.")
     ] = 256,
-    system: Annotated[
-        Optional[str], typer.Option(help="Optional system message.")
-    ] = None,
+    system: Annotated[str | None, typer.Option(help="Optional system message.")] = None,
 ) -> None:
     """Chat once with an artifact: its own template, greedy, streamed.
 
@@ -150,7 +154,8 @@ def run(
     stdout.print()
     if stream.result and stream.result.finish_reason != "stop":
         stderr.print(
-            f"[yellow]stopped after {max_tokens} tokens, before the end-of-turn token[/]"
+            f"[yellow]stopped after {max_tokens} tokens, "
+            "before the end-of-turn token[/]"
         )
 
 
@@ -187,7 +192,8 @@ def main() -> None:
     except PhiquantError as error:
         if _state["debug"]:
             raise
-        stderr.print(f"phiquant: {error.message}", markup=False, highlight=False)
+        # Plain print: one line, never wrapped to the terminal's width.
+        print(f"phiquant: {error.message}", file=sys.stderr)
         sys.exit(error.exit_code)
 
 

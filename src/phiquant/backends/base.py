@@ -119,7 +119,7 @@ class Runner(abc.ABC):
     def tokenize(self, text: str) -> list[int]:
         """The runtime's own tokenization of plain text (no special tokens added)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - runtimes without resources need nothing
         """Release the runtime's memory."""
 
     def __enter__(self) -> Runner:

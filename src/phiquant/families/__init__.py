@@ -22,7 +22,9 @@ KNOWN_UNSUPPORTED = {
 
 def supported_summary() -> str:
     """One line naming the architectures phiquant converts."""
-    names = [arch for family in FAMILIES if family.supported for arch in family.architectures]
+    names = [
+        arch for family in FAMILIES if family.supported for arch in family.architectures
+    ]
     return ", ".join(names)
 
 

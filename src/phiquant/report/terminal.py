@@ -80,7 +80,13 @@ def print_inspection(console: Console, report: dict[str, Any]) -> None:
     summary = {
         key: report.get(key)
         for key in (
-            "kind", "name", "path", "architecture", "family", "format", "runtime",
+            "kind",
+            "name",
+            "path",
+            "architecture",
+            "family",
+            "format",
+            "runtime",
             "target",
         )
         if report.get(key) is not None
@@ -111,6 +117,8 @@ def print_targets(console: Console) -> None:
     table.add_column("other formats")
     for backend in available_backends():
         aliases = ", ".join(f"{p} → {q}" for p, q in backend.precision_aliases.items())
-        others = [q for q in backend.formats if q not in backend.precision_aliases.values()]
+        others = [
+            q for q in backend.formats if q not in backend.precision_aliases.values()
+        ]
         table.add_row(backend.name, backend.runtime, aliases, ", ".join(others))
     console.print(table)

@@ -26,7 +26,9 @@ def open_source(
     folder = Path(text).expanduser()
     if folder.is_dir():
         return load_model_folder(
-            folder.resolve(), name=folder.resolve().name, kind="local",
+            folder.resolve(),
+            name=folder.resolve().name,
+            kind="local",
             allow_pickle=allow_pickle,
         )
     if folder.exists():
@@ -37,8 +39,12 @@ def open_source(
     if looks_like_hub_id(text) and not text.startswith((".", "/", "~")):
         snapshot = download_snapshot(text, revision)
         return load_model_folder(
-            snapshot, name=text.split("/")[-1], kind="hub", hub_id=text,
-            revision=revision or snapshot.name, allow_pickle=allow_pickle,
+            snapshot,
+            name=text.split("/")[-1],
+            kind="hub",
+            hub_id=text,
+            revision=revision or snapshot.name,
+            allow_pickle=allow_pickle,
         )
     raise SourceError(
         f"no model folder at {text}",

@@ -70,26 +70,30 @@ class ModelTraits:
         return self.num_layers * self.num_kv_heads * self.head_dim * 2 * bytes_per_value
 
 
-def _rope_theta_and_scaling(config: dict[str, Any]) -> tuple[float, dict | None]:
+# Fields transformers 5 moves into rope_parameters that runtimes read at top level.
+_TOP_LEVEL_ROPE_FIELDS = ("partial_rotary_factor", "original_max_position_embeddings")
+
+
+def _rope_settings(config: dict[str, Any]) -> tuple[float, dict | None, dict]:
+    """Return (theta, legacy rope_scaling or None, fields to lift to top level)."""
     parameters = config.get("rope_parameters")
     if isinstance(parameters, dict) and "rope_theta" in parameters:
         theta = float(parameters["rope_theta"])
         kind = parameters.get("rope_type", parameters.get("type"))
-        scaling = {
-            key: value
-            for key, value in parameters.items()
-            if key not in ("rope_theta", "rope_type", "type")
-        }
+        extra = dict(parameters)
     else:
         theta = float(config.get("rope_theta", 10000.0))
-        raw = config.get("rope_scaling") or {}
-        kind = raw.get("rope_type", raw.get("type"))
-        scaling = {k: v for k, v in raw.items() if k not in ("rope_type", "type")}
+        extra = dict(config.get("rope_scaling") or {})
+        kind = extra.get("rope_type", extra.get("type"))
+
+    for key in ("rope_theta", "rope_type", "type"):
+        extra.pop(key, None)
+    lifted = {key: extra.pop(key) for key in _TOP_LEVEL_ROPE_FIELDS if key in extra}
 
     kind = _ROPE_KIND_ALIASES.get(kind, kind)
     if kind == "default":
-        return theta, None
-    return theta, {"type": kind, "rope_type": kind, **scaling}
+        return theta, None, lifted
+    return theta, {"type": kind, "rope_type": kind, **extra}, lifted
 
 
 def normalise_config(raw: dict[str, Any]) -> dict[str, Any]:
@@ -103,16 +107,12 @@ def normalise_config(raw: dict[str, Any]) -> dict[str, Any]:
     - ``head_dim`` and ``partial_rotary_factor`` stated explicitly.
     """
     config = copy.deepcopy(raw)
-    theta, scaling = _rope_theta_and_scaling(config)
+    theta, scaling, lifted = _rope_settings(config)
     config.pop("rope_parameters", None)
     config["rope_theta"] = theta
     config["rope_scaling"] = scaling
-
-    if scaling and "original_max_position_embeddings" in scaling:
-        config.setdefault(
-            "original_max_position_embeddings",
-            scaling["original_max_position_embeddings"],
-        )
+    for key, value in lifted.items():
+        config.setdefault(key, value)
     config.setdefault(
         "original_max_position_embeddings", config.get("max_position_embeddings")
     )

@@ -201,7 +201,10 @@ def _tokenizer_from_gguf(gguf_path: Path):
     def field(key: str):
         return reader.fields[key].contents()
 
-    if field("tokenizer.ggml.model") != "gpt2" or field("tokenizer.ggml.pre") != "smollm":
+    if (
+        field("tokenizer.ggml.model") != "gpt2"
+        or field("tokenizer.ggml.pre") != "smollm"
+    ):
         raise SourceError(f"{gguf_path.name} does not hold the expected tokenizer", "")
     tokens = field("tokenizer.ggml.tokens")
     token_types = field("tokenizer.ggml.token_type")
@@ -220,7 +223,7 @@ def _tokenizer_from_gguf(gguf_path: Path):
     backend.add_special_tokens(
         [
             AddedToken(text, special=True, normalized=False)
-            for text, kind in zip(tokens, token_types)
+            for text, kind in zip(tokens, token_types, strict=True)
             if kind == gguf.TokenType.CONTROL
         ]
     )

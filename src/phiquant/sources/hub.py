@@ -45,7 +45,7 @@ def download_snapshot(repo_id: str, revision: str | None = None) -> Path:
     except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError) as error:
         raise SourceError(
             f"the hub has no accessible model {repo_id!r} ({type(error).__name__})",
-            "Check the id and revision, or log in with `hf auth login` for gated models",
+            "Check the id and revision; for gated models log in with `hf auth login`",
         ) from error
     except (LocalEntryNotFoundError, OSError) as error:
         raise SourceError(

@@ -157,7 +157,7 @@ class ModelSource:
 
     @cached_property
     def content_hash(self) -> str:
-        """SHA-256 over config and weights, to tell which source an artifact came from."""
+        """SHA-256 of config and weights: which source an artifact came from."""
         digest = hashlib.sha256()
         for path in (self.path / "config.json", *self.weight_files):
             digest.update(path.name.encode())

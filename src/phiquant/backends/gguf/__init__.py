@@ -84,7 +84,9 @@ class GGUFBackend(Backend):
         return BuildResult(
             options=options,
             notes=notes,
-            stop_token_ids=sorted({written["eos_token_id"], written["eot_token_id"]} - {None}),
+            stop_token_ids=sorted(
+                {written["eos_token_id"], written["eot_token_id"]} - {None}
+            ),
         )
 
     def _check_tokenizer(self, source: ModelSource, gguf_path: Path) -> None:
@@ -102,7 +104,9 @@ class GGUFBackend(Backend):
                 model_path=str(gguf_path), vocab_only=True, verbose=False
             )
         try:
-            actual = vocab.tokenize(TOKENIZER_PROBE.encode(), add_bos=False, special=False)
+            actual = vocab.tokenize(
+                TOKENIZER_PROBE.encode(), add_bos=False, special=False
+            )
         finally:
             vocab.close()
         if list(actual) != list(expected):
@@ -152,5 +156,7 @@ def _mixed_type_notes(quant: str, tensor_types: dict[str, int]) -> list[str]:
     }
     if not others:
         return []
-    shares = ", ".join(f"{name} {100 * count / total:.0f}%" for name, count in others.items())
+    shares = ", ".join(
+        f"{name} {100 * count / total:.0f}%" for name, count in others.items()
+    )
     return [f"{quant}: not every weight uses the requested type ({shares} of weights)"]

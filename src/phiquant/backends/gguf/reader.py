@@ -81,6 +81,7 @@ def gguf_stop_token_ids(path: Path) -> list[int]:
     """EOS and EOT ids that llama.cpp ends generation at."""
     reader = open_reader(path)
     ids = [
-        _field_value(reader, f"tokenizer.ggml.{role}_token_id") for role in ("eos", "eot")
+        _field_value(reader, f"tokenizer.ggml.{role}_token_id")
+        for role in ("eos", "eot")
     ]
     return sorted({int(i) for i in ids if i is not None})

@@ -56,7 +56,9 @@ class LlamaCppRunner(Runner):
         return self._stop_ids
 
     def tokenize(self, text: str) -> list[int]:
-        return self._chat_model.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        return self._chat_model.tokenize(
+            text.encode("utf-8"), add_bos=False, special=False
+        )
 
     def chat(self, messages: list[dict[str, str]], max_tokens: int = 128) -> ChatStream:
         chunks = self._chat_model.create_chat_completion(

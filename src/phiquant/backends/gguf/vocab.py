@@ -53,7 +53,8 @@ def detect_pretokenizer(tokenizer_json: dict[str, Any]) -> str:
     if fingerprint and fingerprint[0].startswith(f"Split({_GPT4O_SPLIT_PREFIX}"):
         return "gpt-4o"
     raise SourceError(
-        f"unknown pre-tokenizer {' + '.join(fingerprint) or '(none)'} in tokenizer.json",
+        f"unknown pre-tokenizer {' + '.join(fingerprint) or '(none)'} "
+        "in tokenizer.json",
         "llama.cpp would split text differently from the original; this "
         "tokenizer is not supported by the GGUF backend yet",
     )
@@ -64,10 +65,15 @@ def _byte_level_tokens(
 ) -> tuple[list[str], list[int]]:
     model = tokenizer_json["model"]
     by_id: dict[int, tuple[str, int]] = {
-        token_id: (text, gguf.TokenType.NORMAL) for text, token_id in model["vocab"].items()
+        token_id: (text, gguf.TokenType.NORMAL)
+        for text, token_id in model["vocab"].items()
     }
     for added in tokenizer_json.get("added_tokens", []):
-        kind = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
+        kind = (
+            gguf.TokenType.CONTROL
+            if added.get("special")
+            else gguf.TokenType.USER_DEFINED
+        )
         by_id[int(added["id"])] = (added["content"], kind)
 
     if max(by_id) >= vocab_size:
@@ -133,4 +139,3 @@ def add_tokenizer(writer: gguf.GGUFWriter, source: ModelSource) -> dict[str, Any
         "eot_token_id": end_of_turn[1] if end_of_turn else None,
         "chat_template": bool(source.chat_template),
     }
-

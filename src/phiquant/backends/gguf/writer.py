@@ -43,7 +43,9 @@ def longrope_attention_factor(traits) -> float:
     scale = traits.max_position_embeddings / traits.original_max_position_embeddings
     if scale <= 1.0:
         return 1.0
-    return math.sqrt(1 + math.log(scale) / math.log(traits.original_max_position_embeddings))
+    return math.sqrt(
+        1 + math.log(scale) / math.log(traits.original_max_position_embeddings)
+    )
 
 
 def _add_hparams(writer: gguf.GGUFWriter, source: ModelSource, file_type: int) -> None:
@@ -115,7 +117,7 @@ def write_gguf(
     quant: str,
     progress: ProgressFn = no_progress,
 ) -> dict[str, Any]:
-    """Write ``source`` as a GGUF of type ``quant``; return the type mix and metadata."""
+    """Write ``source`` as a GGUF of type ``quant``; return type mix and metadata."""
     wanted = DIRECT_TYPES[quant]
     arch = source.family.gguf_arch
     traits = source.traits

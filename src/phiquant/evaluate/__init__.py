@@ -1,0 +1,1 @@
+"""Scoring artifacts against a reference on the same token windows."""

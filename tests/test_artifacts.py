@@ -1,0 +1,96 @@
+import fcntl
+import json
+
+import pytest
+
+from phiquant.artifacts import (
+    MANIFEST_NAME,
+    atomic_folder,
+    check_files,
+    read_manifest,
+    write_manifest,
+)
+from phiquant.errors import OutputError
+
+
+def test_folder_appears_only_when_the_block_succeeds(tmp_path):
+    dest = tmp_path / "artifact"
+    with atomic_folder(dest) as staging:
+        (staging / "weights.bin").write_bytes(b"1234")
+        assert not dest.exists()
+    assert (dest / "weights.bin").read_bytes() == b"1234"
+    assert [p.name for p in tmp_path.iterdir()] == ["artifact"]
+
+
+@pytest.mark.parametrize("interruption", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_failure_or_ctrl_c_leaves_nothing_behind(tmp_path, interruption):
+    dest = tmp_path / "artifact"
+    with pytest.raises(type(interruption)):
+        with atomic_folder(dest) as staging:
+            (staging / "half-written.gguf").write_bytes(b"12")
+            raise interruption
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_folder_is_refused_and_kept(tmp_path):
+    dest = tmp_path / "artifact"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("mine")
+    with pytest.raises(OutputError, match="already exists. Pass --force"):
+        with atomic_folder(dest):
+            pass
+    assert (dest / "keep.txt").read_text() == "mine"
+
+
+def test_force_replaces_only_after_success(tmp_path):
+    dest = tmp_path / "artifact"
+    dest.mkdir()
+    (dest / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_folder(dest, force=True) as staging:
+            (staging / "new.txt").write_text("new")
+            raise RuntimeError("failed build")
+    assert (dest / "old.txt").exists()
+
+    with atomic_folder(dest, force=True) as staging:
+        (staging / "new.txt").write_text("new")
+    assert sorted(p.name for p in dest.iterdir()) == ["new.txt"]
+
+
+def test_output_inside_the_source_is_refused(tmp_path):
+    source = tmp_path / "model"
+    source.mkdir()
+    with pytest.raises(OutputError, match="inside the source folder"):
+        with atomic_folder(source / "out", protected=source):
+            pass
+    assert list(source.iterdir()) == []
+
+
+def test_a_second_run_into_the_same_folder_at_once_is_refused(tmp_path):
+    dest = tmp_path / "artifact"
+    with open(tmp_path / ".artifact.lock", "w") as other_run:
+        fcntl.flock(other_run, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(OutputError, match="another phiquant run is writing"):
+            with atomic_folder(dest):
+                pass
+    assert not dest.exists()
+
+
+def test_manifest_lists_every_file_and_detects_changes(tmp_path):
+    (tmp_path / "model.gguf").write_bytes(b"weights")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "tokenizer.json").write_text("{}")
+    write_manifest(tmp_path, {"target": {"name": "gguf:F16"}})
+
+    manifest = read_manifest(tmp_path)
+    assert set(manifest["files"]) == {"model.gguf", "sub/tokenizer.json"}
+    assert manifest["files"]["model.gguf"]["size_bytes"] == 7
+    assert check_files(tmp_path, manifest) == []
+
+    (tmp_path / "model.gguf").write_bytes(b"weightz")
+    (tmp_path / "extra.txt").write_text("?")
+    assert check_files(tmp_path, manifest) == [
+        "content differs: model.gguf",
+        "not in manifest: extra.txt",
+    ]
+    assert json.loads((tmp_path / MANIFEST_NAME).read_text())["manifest_version"] == 1
