@@ -116,6 +116,15 @@ class Runner(abc.ABC):
         """Logits for every position of ``token_ids``: float32 [len, vocab]."""
 
     @abc.abstractmethod
+    def generate_ids(
+        self, prompt_ids: Sequence[int], max_new_tokens: int
+    ) -> Iterator[int]:
+        """Greedy continuation of ``prompt_ids``, one id per step, ignoring stop tokens.
+
+        Used to time prefill (until the first id) and decode (the rest).
+        """
+
+    @abc.abstractmethod
     def tokenize(self, text: str) -> list[int]:
         """The runtime's own tokenization of plain text (no special tokens added)."""
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -165,6 +167,23 @@ class ModelSource:
                 while chunk := handle.read(1 << 22):
                     digest.update(chunk)
         return digest.hexdigest()
+
+    @contextlib.contextmanager
+    def normalised_folder(self) -> Iterator[Path]:
+        """A temporary folder that reads as this model with a normalised config.
+
+        Converters that take a Hugging Face folder (ONNX builder, optimum,
+        mlx-lm) get ``config.json`` in the spelling they read correctly, and
+        links to the source's own weights and tokenizer files, which stay
+        untouched.
+        """
+        with tempfile.TemporaryDirectory(prefix="phiquant-source-") as tmp:
+            folder = Path(tmp)
+            (folder / "config.json").write_text(json.dumps(self.config, indent=2))
+            for path in self.path.iterdir():
+                if path.is_file() and path.name != "config.json":
+                    (folder / path.name).symlink_to(path.resolve())
+            yield folder
 
     def describe(self) -> dict[str, Any]:
         """Provenance for an artifact manifest."""

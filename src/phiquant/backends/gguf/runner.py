@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +83,17 @@ class LlamaCppRunner(Runner):
                     state["reason"] = choice["finish_reason"]
 
         return ChatStream(pieces(), lambda: (state["tokens"], state["reason"]))
+
+    def generate_ids(
+        self, prompt_ids: Sequence[int], max_new_tokens: int
+    ) -> Iterator[int]:
+        steps = self._chat_model.generate(
+            list(prompt_ids), top_k=1, temp=0.0, repeat_penalty=1.0, reset=True
+        )
+        for count, token in enumerate(steps, start=1):
+            yield int(token)
+            if count >= max_new_tokens:
+                return
 
     def score(self, token_ids: Sequence[int]) -> np.ndarray:
         needed = len(token_ids)
