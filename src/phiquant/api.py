@@ -28,6 +28,7 @@ from phiquant.backends.base import (
     no_progress,
 )
 from phiquant.errors import ArtifactError, OutputError, UsageError
+from phiquant.evaluate.results import Evaluation
 from phiquant.sources import DEMO_NAME, ModelSource, open_source
 from phiquant.targets import Target
 
@@ -273,3 +274,60 @@ def _inspect_source(model: ModelSource) -> dict[str, Any]:
         "end_of_turn_token": end_of_turn[0] if end_of_turn else None,
         "chat_template": model.chat_template is not None,
     }
+
+
+def evaluate(
+    artifacts: list[str | Path],
+    *,
+    reference: str | Path | None = None,
+    text: str | Path | None = None,
+    json_path: str | Path | None = None,
+    out: str | Path | None = None,
+    windows: int = 16,
+    window_tokens: int = 512,
+    speed: bool = True,
+    long_context: bool | None = None,
+    progress: ProgressFn = no_progress,
+) -> tuple[Evaluation, dict[str, Path]]:
+    """Score artifacts on the same text against one fp32 reference; write reports.
+
+    ``reference`` defaults to the source named in the artifacts' manifests.
+    Reports (results.json, report.md, report.html) go to ``out``, by default
+    the folder holding the artifacts; ``json_path`` writes the results there
+    too. Returns the results and the report paths.
+    """
+    from phiquant.evaluate.pipeline import evaluate_artifacts
+    from phiquant.report import write_reports
+
+    evaluation = evaluate_artifacts(
+        artifacts,
+        reference=reference,
+        text=text,
+        windows=windows,
+        window_tokens=window_tokens,
+        speed=speed,
+        long_context=long_context,
+        progress=progress,
+    )
+    out_dir = Path(out) if out is not None else _common_parent(artifacts)
+    paths = write_reports(evaluation, out_dir)
+    if json_path is not None:
+        evaluation.save(Path(json_path))
+        paths["json_copy"] = Path(json_path)
+    return evaluation, paths
+
+
+def _common_parent(artifacts: list[str | Path]) -> Path:
+    parents = {Path(a).resolve().parent for a in artifacts}
+    return parents.pop() if len(parents) == 1 else DEFAULT_OUT / "eval"
+
+
+def report(results_dir: str | Path) -> tuple[Evaluation, dict[str, Path]]:
+    """Rebuild the reports of ``results_dir`` from its stored results.json."""
+    from phiquant.report import write_reports
+
+    evaluation = Evaluation.load(Path(results_dir))
+    folder = Path(results_dir)
+    return evaluation, write_reports(
+        evaluation, folder if folder.is_dir() else folder.parent
+    )

@@ -176,7 +176,15 @@ def atomic_folder(
             lock_path.unlink(missing_ok=True)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _replace(staging: Path, dest: Path) -> None:
+    # mkdtemp makes the folder private; a finished artifact gets the usual mode.
+    staging.chmod(0o777 & ~_current_umask())
     if not dest.exists():
         os.rename(staging, dest)
         return

@@ -15,6 +15,7 @@ from phiquant import __version__, api
 from phiquant.errors import PhiquantError
 from phiquant.report.progress import RichProgress
 from phiquant.report.terminal import (
+    print_evaluation,
     print_inspection,
     print_quantize_table,
     print_targets,
@@ -105,6 +106,16 @@ def quantize(
     no_test: Annotated[
         bool, typer.Option("--no-test", help="Skip the test answer.")
     ] = False,
+    evaluate: Annotated[
+        bool | None,
+        typer.Option(
+            "--eval/--no-eval",
+            help="Score the artifacts against the fp32 source afterwards (as "
+            "`phiquant eval`) and write the reports beside them. Default: on for "
+            "the demo, off otherwise, since the fp32 reference of a large model "
+            "needs its full size in memory.",
+        ),
+    ] = None,
 ) -> None:
     """Build quantized artifacts from SOURCE and show each one answering.
 
@@ -130,6 +141,91 @@ def quantize(
             progress=progress,
         )
     print_quantize_table(stdout, results, None if no_test else prompt)
+
+    if evaluate is None:
+        evaluate = source == api.DEMO_NAME
+    if evaluate:
+        _evaluate_and_print([result.path for result in results])
+
+
+def _evaluate_and_print(artifacts: list[Path], **options) -> None:
+    with RichProgress(stderr) as progress:
+        evaluation, paths = api.evaluate(artifacts, progress=progress, **options)
+    print_evaluation(stdout, evaluation)
+    stdout.print(f"Reports: {paths['html']}, {paths['markdown']}, {paths['json']}")
+
+
+@app.command(name="eval")
+def eval_command(
+    artifacts: Annotated[
+        list[Path], typer.Argument(help="Artifact folders (or .gguf files) to score.")
+    ],
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            help="Source to compare against (default: the one the artifacts were "
+            "built from, from their manifests)."
+        ),
+    ] = None,
+    text: Annotated[
+        Path | None,
+        typer.Option(help="UTF-8 text to score on. Default: WikiText-2 test."),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results here.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the reports. Default: the artifacts' folder."),
+    ] = None,
+    windows: Annotated[int, typer.Option(help="Token windows to score.")] = 16,
+    window_tokens: Annotated[int, typer.Option(help="Tokens per window.")] = 512,
+    speed: Annotated[
+        bool, typer.Option("--speed/--no-speed", help="Measure speed and memory.")
+    ] = True,
+    long_context: Annotated[
+        bool | None,
+        typer.Option(
+            "--long-context/--no-long-context",
+            help="Score one window past the sliding window or longrope switch "
+            "(default: when the model has one).",
+        ),
+    ] = None,
+) -> None:
+    """Score artifacts on the same text against the same fp32 reference.
+
+    Every artifact gets the same token windows (the reference tokenizer's
+    output) and is compared with the source model run in fp32 by
+    transformers: perplexity, KL divergence per position (mean, 99th
+    percentile, max), top-1 agreement; then load time, prefill and decode
+    speed, time to first token and peak memory, each artifact in its own
+    process. Writes results.json, report.md and report.html.
+
+    Example: phiquant eval phiquant-out/demo/*
+    """
+    _evaluate_and_print(
+        artifacts,
+        reference=reference,
+        text=text,
+        json_path=json_path,
+        out=out,
+        windows=windows,
+        window_tokens=window_tokens,
+        speed=speed,
+        long_context=long_context,
+    )
+
+
+@app.command()
+def report(
+    results: Annotated[
+        Path, typer.Argument(help="Folder holding results.json (or the file).")
+    ],
+) -> None:
+    """Rebuild the terminal table and the reports from stored results."""
+    evaluation, paths = api.report(results)
+    print_evaluation(stdout, evaluation)
+    stdout.print(f"Reports: {paths['html']}, {paths['markdown']}, {paths['json']}")
 
 
 @app.command()

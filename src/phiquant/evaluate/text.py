@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from importlib import resources
 from pathlib import Path
 
@@ -34,3 +35,7 @@ def token_windows(token_ids: list[int], window: int, count: int) -> list[list[in
             "Use a longer text or fewer/shorter windows",
         )
     return [token_ids[i * window : (i + 1) * window] for i in range(count)]
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

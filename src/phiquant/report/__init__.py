@@ -1,1 +1,30 @@
-"""Presenting results: terminal tables and progress (more formats to come)."""
+"""Presenting results: terminal tables, JSON, markdown and HTML reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from phiquant.evaluate.results import RESULTS_NAME, Evaluation
+
+
+def write_reports(evaluation: Evaluation, out_dir: Path) -> dict[str, Path]:
+    """Write results.json, report.md and report.html into ``out_dir``."""
+    from phiquant.report.html import html_report
+    from phiquant.report.markdown import markdown_report
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out_dir / RESULTS_NAME,
+        "markdown": out_dir / "report.md",
+        "html": out_dir / "report.html",
+    }
+    evaluation.save(paths["json"])
+    for kind, text in (
+        ("markdown", markdown_report(evaluation)),
+        ("html", html_report(evaluation)),
+    ):
+        partial = paths[kind].with_name(paths[kind].name + ".partial")
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(paths[kind])
+    return paths

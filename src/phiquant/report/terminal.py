@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from phiquant.api import QuantizeResult
 from phiquant.backends import available_backends
-
-
-def format_bytes(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} GB"
+from phiquant.evaluate.results import Evaluation
+from phiquant.report.figures import (
+    SPEED_HEADERS,
+    format_bytes,
+    reference_summary,
+    table_rows,
+)
 
 
 def _shorten(text: str, limit: int = 70) -> str:
@@ -122,3 +122,38 @@ def print_targets(console: Console) -> None:
         ]
         table.add_row(backend.name, backend.runtime, aliases, ", ".join(others))
     console.print(table)
+
+
+def print_evaluation(console: Console, evaluation: Evaluation) -> None:
+    """Quality and speed as two tables, so each fits an 80-column terminal."""
+    headers, rows = table_rows(evaluation)
+    speed_columns = [i for i, h in enumerate(headers) if h in SPEED_HEADERS]
+    quality_columns = [i for i in range(len(headers)) if i not in speed_columns]
+    for title, columns in (
+        ("Quality against the reference", quality_columns),
+        ("Speed and memory", [0, *speed_columns]),
+    ):
+        if len(columns) < 2:
+            continue
+        table = Table(
+            title=title,
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            padding=(0, 1),
+        )
+        for index in columns:
+            justify = "left" if index == 0 else "right"
+            table.add_column(
+                headers[index],
+                justify=justify,
+                no_wrap=True,
+                min_width=len(headers[index]),
+            )
+        for row in rows:
+            table.add_row(*(row[index] for index in columns))
+        console.print(table)
+    console.print(f"[dim]{reference_summary(evaluation)}[/]")
+    for artifact in evaluation.artifacts:
+        if artifact.error:
+            console.print(f"[red]{artifact.name} failed: {artifact.error}[/]")

@@ -13,11 +13,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from phiquant.cache import cache_root
 from phiquant.errors import SourceError
 
 log = logging.getLogger(__name__)
@@ -27,14 +27,6 @@ DEMO_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Bump when the conversion below changes, so stale caches are rebuilt.
 DEMO_FORMAT_VERSION = 1
 _DONE_MARKER = "phiquant-demo.json"
-
-
-def cache_root() -> Path:
-    """Where phiquant keeps its caches: ``$PHIQUANT_CACHE`` or the XDG cache."""
-    if custom := os.environ.get("PHIQUANT_CACHE"):
-        return Path(custom)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "phiquant"
 
 
 def demo_gguf_path() -> Path:
