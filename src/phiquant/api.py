@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from phiquant.artifacts import (
     MANIFEST_NAME,
     atomic_folder,
+    check_files,
     read_manifest,
     write_manifest,
 )
@@ -119,7 +121,32 @@ def _build_one(
     progress: ProgressFn,
 ) -> QuantizeResult:
     backend = get_backend(target.backend)
-    with atomic_folder(dest, force=force, protected=model.path) as staging:
+    protected = model.origin or model.path
+    try:
+        return _build_into(
+            model, target, backend, dest, force, protected, prompt, max_tokens, progress
+        )
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise OutputError(
+                f"no space left while writing {dest} ({error.strerror})",
+                "Free some disk space or choose another --out; nothing was kept",
+            ) from error
+        raise
+
+
+def _build_into(
+    model: ModelSource,
+    target: Target,
+    backend: Backend,
+    dest: Path,
+    force: bool,
+    protected: Path,
+    prompt: str | None,
+    max_tokens: int,
+    progress: ProgressFn,
+) -> QuantizeResult:
+    with atomic_folder(dest, force=force, protected=protected) as staging:
         built = backend.build(model, target, staging, progress)
         info = backend.describe(staging)
         answer = None
@@ -203,6 +230,44 @@ def run(
     stream = runner.chat(_messages(prompt, system), max_tokens)
     stream.on_close(runner.close)
     return stream
+
+
+@dataclass
+class VerifyResult:
+    """What :func:`verify` checked and the answer the artifact gave."""
+
+    path: Path
+    files_checked: int
+    answer: ChatResult
+
+
+def verify(
+    artifact: str | Path, prompt: str = "What is 2 + 2?", max_tokens: int = 128
+) -> VerifyResult:
+    """Check an artifact against its manifest, then load it and chat once.
+
+    Raises ArtifactError when a file is missing, extra or changed, when the
+    runtime cannot load it, or when the reply does not end at the
+    end-of-turn token within ``max_tokens``.
+    """
+    path = Path(artifact)
+    manifest = read_manifest(path)
+    problems = check_files(path, manifest)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ArtifactError(
+            f"{path} does not match its manifest: {problems[0]}{more}",
+            "Rebuild it with `phiquant quantize ... --force`",
+        )
+    with load_artifact(path) as runner:
+        answer = runner.chat(_messages(prompt), max_tokens).collect()
+    if answer.finish_reason != "stop":
+        raise ArtifactError(
+            f"{path} loaded but did not reach its end-of-turn token within "
+            f"{max_tokens} tokens",
+            "Check the artifact's stop tokens with `phiquant inspect`",
+        )
+    return VerifyResult(path, len(manifest["files"]), answer)
 
 
 def inspect(path: str | Path) -> dict[str, Any]:

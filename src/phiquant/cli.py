@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -276,13 +277,44 @@ def inspect(
 
 
 @app.command()
+def verify(
+    artifact: Annotated[Path, typer.Argument(help="Artifact folder to check.")],
+    prompt: Annotated[
+        str, typer.Option("--prompt", "-p", help="Question for the test answer.")
+    ] = "What is 2 + 2?",
+    max_tokens: Annotated[
+        int, typer.Option(help="The reply must end its turn within this many tokens.")
+    ] = 128,
+) -> None:
+    """Re-hash every file against the manifest, load the artifact, check it stops.
+
+    Exits non-zero with one line naming the first problem: a missing, extra
+    or changed file, a runtime that cannot load it, or a reply that never
+    reaches the end-of-turn token.
+    """
+    result = api.verify(artifact, prompt, max_tokens)
+    stdout.print(
+        f"OK: {result.files_checked} files match the manifest; the artifact "
+        f"answered in {result.answer.n_tokens} tokens and stopped at its "
+        "end-of-turn token."
+    )
+    stdout.print(f"[dim]{result.answer.text.strip()}[/]", markup=True, highlight=False)
+
+
+@app.command()
 def targets() -> None:
     """List backends, their precisions and what each maps to."""
     print_targets(stdout)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # Raising here unwinds like Ctrl-C: staging folders are removed on the way.
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Console entry point: one-line errors, tracebacks only with --debug."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         app()
     except PhiquantError as error:

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 from phiquant.errors import SourceError
 from phiquant.families import Family, family_for_config
 from phiquant.sources.config import ModelTraits, normalise_config, traits_from_config
+from phiquant.sources.pickled import convert_to_safetensors, pickle_files
 
 if TYPE_CHECKING:
     import torch
 
 SINGLE_WEIGHTS = "model.safetensors"
 SHARD_INDEX = "model.safetensors.index.json"
-PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 # Files copied beside converted weights so other tools find the tokenizer.
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -50,6 +50,8 @@ class ModelSource:
     weight_files: tuple[Path, ...]
     hub_id: str | None = None
     revision: str | None = None
+    # The user's folder when ``path`` is phiquant's safetensors copy of it.
+    origin: Path | None = None
     _tensor_files: dict[str, Path] = field(default_factory=dict, repr=False)
 
     @property
@@ -190,7 +192,7 @@ class ModelSource:
         return {
             "name": self.name,
             "kind": self.kind,
-            "path": str(self.path),
+            "path": str(self.origin or self.path),
             "hub_id": self.hub_id,
             "revision": self.revision,
             "architecture": self.traits.architecture,
@@ -236,7 +238,7 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
     return header
 
 
-def _weight_files(folder: Path, allow_pickle: bool) -> tuple[Path, ...]:
+def _weight_files(folder: Path) -> tuple[Path, ...]:
     index_path = folder / SHARD_INDEX
     if index_path.exists():
         try:
@@ -258,18 +260,11 @@ def _weight_files(folder: Path, allow_pickle: bool) -> tuple[Path, ...]:
     if (folder / SINGLE_WEIGHTS).exists():
         return (folder / SINGLE_WEIGHTS,)
 
-    if any((folder / name).exists() for name in PICKLE_WEIGHTS):
-        what = f"{folder} holds only pickle weights (pytorch_model.bin)"
-        if not allow_pickle:
-            raise SourceError(
-                what,
-                "Pickle files can run code when loaded; convert them to "
-                "safetensors or pass --allow-pickle if you trust their origin",
-            )
+    if pickle_files(folder):
         raise SourceError(
-            what,
-            "Loading pickle weights is not implemented yet; save the model with "
-            "save_pretrained(..., safe_serialization=True) first",
+            f"{folder} holds only pickle weights (pytorch_model.bin)",
+            "Pickle files can run code when loaded; convert them to "
+            "safetensors or pass --allow-pickle if you trust their origin",
         )
     raise SourceError(
         f"no model weights in {folder}",
@@ -305,7 +300,20 @@ def load_model_folder(
         ) from error
 
     family = family_for_config(raw_config)
-    weights = _weight_files(folder, allow_pickle)
+    has_safetensors = (folder / SINGLE_WEIGHTS).exists() or (
+        folder / SHARD_INDEX
+    ).exists()
+    if allow_pickle and not has_safetensors and pickle_files(folder):
+        converted = load_model_folder(
+            convert_to_safetensors(folder),
+            name=name,
+            kind=kind,
+            hub_id=hub_id,
+            revision=revision,
+        )
+        converted.origin = folder
+        return converted
+    weights = _weight_files(folder)
     for weight_file in weights:
         read_safetensors_header(weight_file)
 

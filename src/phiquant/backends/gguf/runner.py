@@ -11,6 +11,7 @@ import numpy as np
 
 from phiquant.backends.base import ChatStream, Runner
 from phiquant.backends.gguf.reader import gguf_stop_token_ids
+from phiquant.errors import ArtifactError
 from phiquant.native_output import captured_native_stderr
 
 # llama.cpp processes prompts in batches of this many tokens.
@@ -36,20 +37,28 @@ class LlamaCppRunner(Runner):
         self._path = gguf_path
         self._context_tokens = context_tokens
         self._llama_class = llama_cpp.Llama
-        self._chat_model = self._open(logits_all=False, context_tokens=context_tokens)
-        self._score_model = None
+        # Reading the metadata first turns a corrupt file into a clear error.
         self._stop_ids = set(gguf_stop_token_ids(gguf_path))
+        self._score_model = None
+        self._chat_model = self._open(logits_all=False, context_tokens=context_tokens)
 
     def _open(self, *, logits_all: bool, context_tokens: int):
-        with captured_native_stderr("llama.cpp model load"):
-            return self._llama_class(
-                model_path=str(self._path),
-                n_ctx=context_tokens,
-                n_batch=min(BATCH_TOKENS, context_tokens),
-                n_threads=_threads(),
-                logits_all=logits_all,
-                verbose=False,
-            )
+        try:
+            with captured_native_stderr("llama.cpp model load"):
+                return self._llama_class(
+                    model_path=str(self._path),
+                    n_ctx=context_tokens,
+                    n_batch=min(BATCH_TOKENS, context_tokens),
+                    n_threads=_threads(),
+                    logits_all=logits_all,
+                    verbose=False,
+                )
+        except ValueError as error:
+            raise ArtifactError(
+                f"llama.cpp could not load {self._path} ({error})",
+                "The file is truncated or corrupt; rebuild it, or run with "
+                "--debug to see llama.cpp's log",
+            ) from error
 
     @property
     def stop_token_ids(self) -> set[int]:
