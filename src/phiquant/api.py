@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from phiquant.evaluate.results import Evaluation
 from phiquant.sources import DEMO_NAME, ModelSource, open_source
 from phiquant.targets import Target
 
+log = logging.getLogger(__name__)
+
 DEFAULT_TARGETS = ("gguf:fp16", "gguf:int8", "gguf:int4")
 DEFAULT_PROMPT = "What is the capital of France?"
 DEFAULT_OUT = Path("phiquant-out")
@@ -50,12 +53,37 @@ class QuantizeResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _resolve_targets(targets: list[str] | tuple[str, ...] | None) -> list[Target]:
+def _resolve_targets(
+    targets: list[str] | tuple[str, ...] | None, device: str | None
+) -> list[Target]:
+    texts = list(targets or [])
+    if device is not None:
+        texts += _device_targets(device)
     resolved: dict[str, Target] = {}
-    for text in targets or DEFAULT_TARGETS:
+    for text in texts or DEFAULT_TARGETS:
         target = resolve_target(text)
         resolved.setdefault(target.name, target)
     return list(resolved.values())
+
+
+def _device_targets(device: str) -> list[str]:
+    """A device profile's targets that this phiquant version can build."""
+    from phiquant.backends import REGISTRY
+    from phiquant.devices import get_profile
+
+    profile = get_profile(device)
+    available = [t for t in profile.targets if t.split(":")[0] in REGISTRY]
+    skipped = sorted(set(profile.targets) - set(available))
+    if skipped:
+        log.warning(
+            "%s: skipping %s (backend not available)", device, ", ".join(skipped)
+        )
+    if not available:
+        raise UsageError(
+            f"no backend for the {device} profile is available in this version",
+            f"It needs one of: {', '.join(profile.backends)}",
+        )
+    return available
 
 
 def default_output_dir(source_name: str) -> Path:
@@ -72,16 +100,18 @@ def quantize(
     allow_pickle: bool = False,
     prompt: str | None = DEFAULT_PROMPT,
     max_tokens: int = 64,
+    device: str | None = None,
     progress: ProgressFn = no_progress,
 ) -> list[QuantizeResult]:
     """Build one artifact folder per target under ``out``.
 
-    ``targets`` are strings such as ``gguf:int4`` (default: fp16, int8 and
-    int4 GGUF). Each artifact is written atomically, then loaded in its
+    ``targets`` are strings such as ``gguf:int4``; ``device`` adds a device
+    profile's targets (``phone``, ``mac``...); with neither, fp16, int8 and
+    int4 GGUF are built. Each artifact is written atomically, then loaded in its
     runtime and asked ``prompt`` (skip with ``prompt=None``) before it is
     moved into place. Existing artifacts are refused unless ``force``.
     """
-    resolved = _resolve_targets(targets)
+    resolved = _resolve_targets(targets, device)
     for backend_name in dict.fromkeys(t.backend for t in resolved):
         get_backend(backend_name).ensure_available()
 
@@ -167,6 +197,13 @@ def _build_into(
                     "device": target.device,
                 },
                 "runtime": backend.runtime,
+                "model": {
+                    "architecture": model.traits.architecture,
+                    "context_length": model.traits.max_position_embeddings,
+                    "kv_cache_bytes_per_token_fp16": (
+                        model.traits.kv_cache_bytes_per_token(2)
+                    ),
+                },
                 "options": built.options,
                 "notes": built.notes,
                 "stop_token_ids": built.stop_token_ids,
@@ -395,4 +432,42 @@ def report(results_dir: str | Path) -> tuple[Evaluation, dict[str, Path]]:
     folder = Path(results_dir)
     return evaluation, write_reports(
         evaluation, folder if folder.is_dir() else folder.parent
+    )
+
+
+def recommend(
+    device: str,
+    artifacts_dir: str | Path = DEFAULT_OUT / DEMO_NAME,
+    *,
+    ram: str | int | None = None,
+    context_tokens: int | None = None,
+    max_kld: float | None = None,
+):
+    """Choose the artifact to ship for ``device`` from an artifacts folder.
+
+    ``ram`` overrides the profile's memory budget (``"4GB"`` or bytes),
+    ``context_tokens`` its context length and ``max_kld`` its quality budget.
+    Uses the folder's stored evaluation (results.json) when there is one.
+    Returns a :class:`~phiquant.devices.recommend.Recommendation`; its
+    ``explain()`` gives the reasons line by line.
+    """
+    from phiquant.devices import get_profile, parse_size
+    from phiquant.devices.recommend import load_candidates, recommend_from
+
+    profile = get_profile(device)
+    budget = (
+        profile.memory_bytes
+        if ram is None
+        else (ram if isinstance(ram, int) else parse_size(ram))
+    )
+    context = context_tokens or profile.context_tokens
+    if context < 1:
+        raise UsageError("--context must be at least 1 token", "")
+    candidates = load_candidates(Path(artifacts_dir), context)
+    return recommend_from(
+        candidates,
+        profile,
+        budget,
+        context,
+        profile.max_kld if max_kld is None else max_kld,
     )

@@ -16,6 +16,7 @@ from phiquant import __version__, api
 from phiquant.errors import PhiquantError
 from phiquant.report.progress import RichProgress
 from phiquant.report.terminal import (
+    print_devices,
     print_evaluation,
     print_inspection,
     print_quantize_table,
@@ -107,6 +108,13 @@ def quantize(
     no_test: Annotated[
         bool, typer.Option("--no-test", help="Skip the test answer.")
     ] = False,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="Also build a device profile's targets: phone, iot, ai-pc-intel, "
+            "ai-pc-qualcomm, mac, nvidia-gpu, cpu-server (`phiquant devices`)."
+        ),
+    ] = None,
     evaluate: Annotated[
         bool | None,
         typer.Option(
@@ -139,6 +147,7 @@ def quantize(
             revision=revision,
             allow_pickle=allow_pickle,
             prompt=None if no_test else prompt,
+            device=device,
             progress=progress,
         )
     print_quantize_table(stdout, results, None if no_test else prompt)
@@ -299,6 +308,47 @@ def verify(
         "end-of-turn token."
     )
     stdout.print(f"[dim]{result.answer.text.strip()}[/]", markup=True, highlight=False)
+
+
+@app.command()
+def recommend(
+    device: Annotated[str, typer.Option(help="Device profile (`phiquant devices`).")],
+    artifacts: Annotated[
+        Path, typer.Argument(help="Folder of artifacts (and their results.json).")
+    ] = api.DEFAULT_OUT / api.DEMO_NAME,
+    ram: Annotated[
+        str | None,
+        typer.Option(help="Memory budget instead of the profile's, e.g. 4GB."),
+    ] = None,
+    context: Annotated[
+        int | None, typer.Option(help="Context length to fit, in tokens.")
+    ] = None,
+    max_kld: Annotated[
+        float | None, typer.Option(help="Largest acceptable mean KL divergence.")
+    ] = None,
+) -> None:
+    """Pick the smallest artifact that runs on DEVICE, fits and is accurate enough.
+
+    Memory is weights + KV cache at the context length + the runtime's own
+    overhead (or the peak measured by `phiquant eval`, if larger). Quality
+    is the mean KL divergence from `phiquant eval`. Exits 1 if nothing
+    qualifies.
+
+    Example: phiquant quantize --device phone && phiquant recommend --device phone
+    """
+    result = api.recommend(
+        device, artifacts, ram=ram, context_tokens=context, max_kld=max_kld
+    )
+    for line in result.explain():
+        stdout.print(line, markup=False, highlight=False)
+    if result.chosen is None:
+        raise typer.Exit(1)
+
+
+@app.command()
+def devices() -> None:
+    """List device profiles: targets, memory budget, context and quality budget."""
+    print_devices(stdout)
 
 
 @app.command()

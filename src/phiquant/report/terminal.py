@@ -157,3 +157,20 @@ def print_evaluation(console: Console, evaluation: Evaluation) -> None:
     for artifact in evaluation.artifacts:
         if artifact.error:
             console.print(f"[red]{artifact.name} failed: {artifact.error}[/]")
+
+
+def print_devices(console: Console) -> None:
+    from phiquant.devices import PROFILES
+
+    table = Table(title="Device profiles", title_justify="left")
+    for header in ("device", "targets", "memory", "context", "max KLD"):
+        table.add_column(header, overflow="fold")
+    for profile in PROFILES.values():
+        table.add_row(
+            profile.name,
+            ", ".join(profile.targets),
+            format_bytes(profile.memory_bytes),
+            str(profile.context_tokens),
+            f"{profile.max_kld:g}",
+        )
+    console.print(table)
