@@ -49,11 +49,40 @@ def test_gguf_takes_no_device():
         resolve_target("gguf:int4@cuda")
 
 
-def test_backends_not_yet_built_say_so():
-    with pytest.raises(UsageError, match="onnx backend .* not available"):
-        resolve_target("onnx:int4")
+def test_backends_not_yet_built_say_so(monkeypatch):
+    from phiquant import backends
+
+    monkeypatch.setitem(backends.PLANNED, "tflite", "LiteRT")
+    with pytest.raises(UsageError, match="tflite backend .LiteRT. is not available"):
+        resolve_target("tflite:int4")
 
 
 def test_unknown_backend_names_the_available_ones():
     with pytest.raises(UsageError, match="Available backends: gguf"):
-        resolve_target("tflite:int8")
+        resolve_target("coreml:int8")
+
+
+def test_options_are_read_per_backend():
+    from phiquant.api import parse_options
+
+    assert parse_options(["onnx.block_size=128", "onnx.head = int4"]) == {
+        "onnx": {"block_size": "128", "head": "int4"}
+    }
+    with pytest.raises(UsageError, match="BACKEND.NAME=VALUE"):
+        parse_options(["block_size=128"])
+
+
+def test_options_for_a_backend_without_targets_are_refused():
+    from phiquant.api import _resolve_targets
+
+    with pytest.raises(UsageError, match="options given for onnx"):
+        _resolve_targets(["gguf:int4"], None, {"onnx": {"block_size": "64"}})
+
+
+def test_gguf_takes_no_options(demo_source):
+    from phiquant.backends import get_backend
+    from phiquant.targets import Target
+
+    target = Target("gguf", "Q4_K_M", "int4", options={"group_size": "32"})
+    with pytest.raises(UsageError, match="gguf backend takes no options"):
+        get_backend("gguf").validate(demo_source, target)

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 from dataclasses import dataclass, field
@@ -54,7 +55,9 @@ class QuantizeResult:
 
 
 def _resolve_targets(
-    targets: list[str] | tuple[str, ...] | None, device: str | None
+    targets: list[str] | tuple[str, ...] | None,
+    device: str | None,
+    options: dict[str, dict[str, object]] | None = None,
 ) -> list[Target]:
     texts = list(targets or [])
     if device is not None:
@@ -63,7 +66,32 @@ def _resolve_targets(
     for text in texts or DEFAULT_TARGETS:
         target = resolve_target(text)
         resolved.setdefault(target.name, target)
-    return list(resolved.values())
+    options = options or {}
+    unused = set(options) - {t.backend for t in resolved.values()}
+    if unused:
+        raise UsageError(
+            f"options given for {', '.join(sorted(unused))}, which no target uses",
+            "Check the BACKEND part of --option BACKEND.NAME=VALUE",
+        )
+    return [
+        dataclasses.replace(t, options=dict(options.get(t.backend, {})))
+        for t in resolved.values()
+    ]
+
+
+def parse_options(pairs: list[str] | None) -> dict[str, dict[str, str]]:
+    """``["onnx.block_size=128"]`` -> ``{"onnx": {"block_size": "128"}}``."""
+    options: dict[str, dict[str, str]] = {}
+    for pair in pairs or []:
+        key, equals, value = pair.partition("=")
+        backend, dot, name = key.partition(".")
+        if not (equals and dot and backend and name):
+            raise UsageError(
+                f"invalid option {pair!r}",
+                "Write BACKEND.NAME=VALUE, e.g. onnx.block_size=128",
+            )
+        options.setdefault(backend.strip(), {})[name.strip()] = value.strip()
+    return options
 
 
 def _device_targets(device: str) -> list[str]:
@@ -101,21 +129,26 @@ def quantize(
     prompt: str | None = DEFAULT_PROMPT,
     max_tokens: int = 64,
     device: str | None = None,
+    options: dict[str, dict[str, object]] | None = None,
     progress: ProgressFn = no_progress,
 ) -> list[QuantizeResult]:
     """Build one artifact folder per target under ``out``.
 
     ``targets`` are strings such as ``gguf:int4``; ``device`` adds a device
     profile's targets (``phone``, ``mac``...); with neither, fp16, int8 and
-    int4 GGUF are built. Each artifact is written atomically, then loaded in its
+    int4 GGUF are built. ``options`` holds per-backend settings, e.g.
+    ``{"onnx": {"block_size": 128}}``; each backend validates its own. Each
+    artifact is written atomically, then loaded in its
     runtime and asked ``prompt`` (skip with ``prompt=None``) before it is
     moved into place. Existing artifacts are refused unless ``force``.
     """
-    resolved = _resolve_targets(targets, device)
+    resolved = _resolve_targets(targets, device, options)
     for backend_name in dict.fromkeys(t.backend for t in resolved):
         get_backend(backend_name).ensure_available()
 
     model = open_source(source, revision=revision, allow_pickle=allow_pickle)
+    for target in resolved:
+        get_backend(target.backend).validate(model, target)
     out_root = Path(out) if out is not None else default_output_dir(model.name)
     for target in resolved:
         dest = out_root / target.slug
@@ -180,6 +213,13 @@ def _build_into(
         built = backend.build(model, target, staging, progress)
         info = backend.describe(staging)
         answer = None
+        notes = list(built.notes)
+        if prompt is not None and not backend.can_run(target):
+            notes.append(
+                f"not test-run: this machine cannot run {target.name} "
+                f"({target.device or 'default'} device)"
+            )
+            prompt = None
         if prompt is not None:
             progress(0, None, f"{target.name}: answering the test prompt")
             with backend.load(staging) as runner:
@@ -205,7 +245,7 @@ def _build_into(
                     ),
                 },
                 "options": built.options,
-                "notes": built.notes,
+                "notes": notes,
                 "stop_token_ids": built.stop_token_ids,
                 "size_bytes": info.size_bytes,
                 "parameter_count": info.parameter_count,
@@ -220,12 +260,18 @@ def _build_into(
                 },
             },
         )
-    return QuantizeResult(target, dest.resolve(), info, answer, built.notes)
+    return QuantizeResult(target, dest.resolve(), info, answer, notes)
 
 
 def _messages(prompt: str, system: str | None = None) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": system}] if system else []
     return [*messages, {"role": "user", "content": prompt}]
+
+
+def _owning_backend(path: Path) -> Backend | None:
+    from phiquant.backends import available_backends
+
+    return next((b for b in available_backends() if b.owns(path)), None)
 
 
 def artifact_backend(path: str | Path) -> Backend:
@@ -235,8 +281,9 @@ def artifact_backend(path: str | Path) -> Backend:
         raise ArtifactError(f"no artifact at {path}", "Check the path")
     if (path / MANIFEST_NAME).exists():
         return get_backend(read_manifest(path)["target"]["backend"])
-    if path.suffix == ".gguf" or (path.is_dir() and any(path.glob("*.gguf"))):
-        return get_backend("gguf")
+    backend = _owning_backend(path)
+    if backend is not None:
+        return backend
     raise ArtifactError(
         f"{path} is not a phiquant artifact (no {MANIFEST_NAME})",
         "Pass a folder made by `phiquant quantize` or a .gguf file",
@@ -311,9 +358,7 @@ def inspect(path: str | Path) -> dict[str, Any]:
     """Describe a source model or an artifact: architecture, precision, size."""
     candidate = Path(path)
     if candidate.exists() and (
-        (candidate / MANIFEST_NAME).exists()
-        or candidate.suffix == ".gguf"
-        or (candidate.is_dir() and any(candidate.glob("*.gguf")))
+        (candidate / MANIFEST_NAME).exists() or _owning_backend(candidate)
     ):
         return _inspect_artifact(candidate)
     return _inspect_source(open_source(path))

@@ -108,6 +108,15 @@ def quantize(
     no_test: Annotated[
         bool, typer.Option("--no-test", help="Skip the test answer.")
     ] = False,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option",
+            "-o",
+            help="Backend setting BACKEND.NAME=VALUE, repeatable, e.g. "
+            "onnx.block_size=128 (see each backend's options in the README).",
+        ),
+    ] = None,
     device: Annotated[
         str | None,
         typer.Option(
@@ -148,6 +157,7 @@ def quantize(
             allow_pickle=allow_pickle,
             prompt=None if no_test else prompt,
             device=device,
+            options=api.parse_options(option),
             progress=progress,
         )
     print_quantize_table(stdout, results, None if no_test else prompt)

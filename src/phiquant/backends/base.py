@@ -184,6 +184,26 @@ class Backend(abc.ABC):
             )
         return Target(self.name, quant, self.formats[quant], spec.device)
 
+    def validate(self, source: ModelSource, target: Target) -> None:
+        """Refuse, before anything is built, options this backend cannot honour.
+
+        Backends with options override this; by default there are none.
+        """
+        if target.options:
+            raise UsageError(
+                f"the {self.name} backend takes no options "
+                f"({', '.join(sorted(target.options))})",
+                "Remove the --option settings for it",
+            )
+
+    def can_run(self, target: Target) -> bool:
+        """Whether this machine can load ``target``'s artifacts (e.g. has a GPU)."""
+        return True
+
+    def owns(self, path: Path) -> bool:
+        """Whether ``path`` (without a manifest) looks like this backend's artifact."""
+        return False
+
     @abc.abstractmethod
     def build(
         self,

@@ -117,6 +117,9 @@ class GGUFBackend(Backend):
                 "report this model",
             )
 
+    def owns(self, path: Path) -> bool:
+        return path.suffix == ".gguf" or (path.is_dir() and any(path.glob("*.gguf")))
+
     def describe(self, artifact_dir: Path) -> ArtifactInfo:
         from phiquant.backends.gguf.reader import describe_gguf
 

@@ -1,0 +1,172 @@
+"""Build an ONNX Runtime GenAI folder with onnxruntime-genai's own model builder.
+
+The builder is called through its Python API on the source's normalised
+folder, so it reads a config it understands (explicit
+``original_max_position_embeddings``: otherwise it picks LongRoPE for models
+without longrope factors and fails). Afterwards phiquant completes what the
+builder leaves out: every stop token of the chat template in
+``genai_config.json``, and a check that ONNX Runtime GenAI's tokenizer splits
+text exactly as the source's does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from phiquant.errors import ArtifactError
+from phiquant.native_output import captured_native_stderr
+from phiquant.sources import ModelSource
+
+log = logging.getLogger(__name__)
+
+GENAI_CONFIG = "genai_config.json"
+MODEL_FILE = "model.onnx"
+# A text that exercises digits, spacing, punctuation and non-ASCII letters,
+# tokenized by both the source tokenizer and ONNX Runtime GenAI after a build.
+TOKENIZER_PROBE = (
+    "Hello world! The year 2024 had 366 days; élan, naïve café — 東京 🙂\n"
+    "    indented   spaces\tand tabs, it's can't we'll 3.14159 x=y+1"
+)
+# Builder options phiquant always sets: a local folder needs no hub token.
+FIXED_BUILDER_OPTIONS = {"hf_token": "false", "filename": MODEL_FILE}
+
+
+def run_model_builder(
+    source: ModelSource,
+    precision: str,
+    device: str,
+    builder_options: dict[str, str],
+    out_dir: Path,
+) -> None:
+    """Write model.onnx, its weights, genai_config.json and tokenizer files."""
+    import onnxruntime_genai.models  # noqa: F401 - puts the builder's folder on sys.path
+    from onnxruntime_genai.models.builder import create_model, parse_extra_options
+
+    options = {**builder_options, **FIXED_BUILDER_OPTIONS}
+    pairs = [f"{key}={value}" for key, value in options.items()]
+    # The builder wants a cache folder; keeping it inside the staging folder
+    # means the build writes nowhere else.
+    cache_dir = out_dir / ".builder-cache"
+    try:
+        with source.normalised_folder() as folder, _builder_output_logged():
+            prepared = parse_extra_options(
+                None,
+                str(folder),
+                str(out_dir),
+                precision,
+                device,
+                str(cache_dir),
+                pairs,
+            )
+            create_model(
+                None,
+                str(folder),
+                str(out_dir),
+                precision,
+                device,
+                str(cache_dir),
+                **prepared,
+            )
+    except Exception as error:  # the builder raises bare Exception among others
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise ArtifactError(
+            f"onnxruntime-genai's model builder failed: "
+            f"{type(error).__name__}: {first_line}",
+            "Run with --debug to see the builder's log",
+        ) from error
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _builder_output_logged() -> Iterator[None]:
+    """The builder prints progress to stdout and stderr; send it to the log."""
+    printed = io.StringIO()
+    try:
+        with (
+            captured_native_stderr("onnxruntime-genai model builder"),
+            contextlib.redirect_stdout(printed),
+            contextlib.redirect_stderr(printed),
+        ):
+            yield
+    finally:
+        if printed.getvalue().strip():
+            log.debug(
+                "onnxruntime-genai model builder printed:\n%s", printed.getvalue()
+            )
+
+
+def read_genai_config(folder: Path) -> dict:
+    path = Path(folder) / GENAI_CONFIG
+    if not path.exists():
+        raise ArtifactError(
+            f"{folder} has no {GENAI_CONFIG}",
+            "Pass a folder made by `phiquant quantize --to onnx:...`",
+        )
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ArtifactError(
+            f"{path} is corrupt ({error})", "Rebuild the artifact"
+        ) from error
+
+
+def config_stop_token_ids(config: dict) -> list[int]:
+    """eos_token_id of a genai_config.json, always as a list."""
+    value = config.get("model", {}).get("eos_token_id")
+    if value is None:
+        return []
+    return [int(v) for v in value] if isinstance(value, list) else [int(value)]
+
+
+def write_stop_tokens(out_dir: Path, stop_token_ids: list[int]) -> None:
+    """List every turn-ending token as EOS, so generation stops at a turn's end.
+
+    The builder copies only the config's single eos_token_id; chat templates
+    end a turn with another token (Phi-3: <|end|> 32007 beside <|endoftext|>).
+    """
+    path = out_dir / GENAI_CONFIG
+    config = read_genai_config(out_dir)
+    ids = list(dict.fromkeys([*config_stop_token_ids(config), *stop_token_ids]))
+    config["model"]["eos_token_id"] = ids
+    path.write_text(json.dumps(config, indent=4) + "\n")
+
+
+def ensure_chat_template(source: ModelSource, out_dir: Path) -> None:
+    """Keep the source's chat template beside the tokenizer, where GenAI reads it."""
+    template = source.chat_template
+    if template is None or (out_dir / "chat_template.jinja").exists():
+        return
+    tokenizer_config = out_dir / "tokenizer_config.json"
+    if tokenizer_config.exists():
+        if "chat_template" in json.loads(tokenizer_config.read_text()):
+            return
+    (out_dir / "chat_template.jinja").write_text(template)
+
+
+def check_tokenizer(source: ModelSource, out_dir: Path) -> None:
+    """Refuse an artifact whose tokenizer splits text unlike the original."""
+    import onnxruntime_genai as og
+    from tokenizers import Tokenizer
+
+    expected = (
+        Tokenizer.from_file(str(source.path / "tokenizer.json"))
+        .encode(TOKENIZER_PROBE, add_special_tokens=False)
+        .ids
+    )
+    with captured_native_stderr("ONNX Runtime GenAI tokenizer load"):
+        tokenizer = og.Tokenizer(og.Model(str(out_dir)))
+    tokenizer.update_options(add_special_tokens="false")
+    actual = [int(i) for i in tokenizer.encode(TOKENIZER_PROBE)]
+    if actual != list(expected):
+        raise ArtifactError(
+            "ONNX Runtime GenAI tokenizes text differently from the source "
+            f"tokenizer ({len(actual)} vs {len(expected)} tokens on a probe text)",
+            "Please report this model; its tokenizer files did not convert",
+        )
