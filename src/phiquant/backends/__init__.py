@@ -15,10 +15,10 @@ from phiquant.targets import Target, TargetSpec
 # Backend name -> "module:class". Each module imports its runtime lazily.
 REGISTRY = {
     "gguf": "phiquant.backends.gguf:GGUFBackend",
+    "onnx": "phiquant.backends.onnx:ONNXBackend",
 }
 # Formats on the roadmap, so that a target naming one gets a precise answer.
 PLANNED = {
-    "onnx": "ONNX Runtime GenAI",
     "openvino": "OpenVINO",
     "mlx": "MLX",
 }
