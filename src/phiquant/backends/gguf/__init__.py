@@ -70,8 +70,13 @@ class GGUFBackend(Backend):
             intermediate = out_dir / "intermediate-BF16.gguf.tmp"
             written = write_gguf(source, intermediate, "BF16", progress)
             progress(0, None, f"quantizing to {target.quant} with llama.cpp")
-            quantize_with_llama_cpp(intermediate, path, target.quant)
+            # A tied embedding is also the output head; 4-bit heads are the
+            # reported cause of endless loops in Phi-4-mini, so keep 8 bits.
+            tied = source.traits.tie_word_embeddings
+            quantize_with_llama_cpp(intermediate, path, target.quant, embedding_q8=tied)
             intermediate.unlink()
+            if tied:
+                written["embedding_type"] = "Q8_0 (tied embedding and head)"
 
         self._check_tokenizer(source, path)
         info = self.describe(out_dir)
@@ -81,6 +86,7 @@ class GGUFBackend(Backend):
             **{k: v for k, v in written.items() if k != "tensor_types"},
         }
         notes = _mixed_type_notes(target.quant, info.tensor_types)
+        notes += runtime_caveats(source.traits)
         return BuildResult(
             options=options,
             notes=notes,
@@ -163,3 +169,24 @@ def _mixed_type_notes(quant: str, tensor_types: dict[str, int]) -> list[str]:
         f"{name} {100 * count / total:.0f}%" for name, count in others.items()
     )
     return [f"{quant}: not every weight uses the requested type ({shares} of weights)"]
+
+
+def runtime_caveats(traits) -> list[str]:
+    """Where llama.cpp computes differently from the original model."""
+    caveats = []
+    window = traits.sliding_window
+    if window and window < traits.max_position_embeddings:
+        caveats.append(
+            f"llama.cpp ignores Phi-3's {window}-token sliding window (it logs "
+            "'Phi SWA is currently disabled'): outputs match the original up to "
+            f"{window} tokens of context and differ beyond"
+        )
+    if traits.rope.kind == "longrope":
+        switch = traits.original_max_position_embeddings
+        caveats.append(
+            "llama.cpp picks longrope's short or long factors from the context "
+            f"size (n_ctx), not the sequence length: with n_ctx above {switch} it "
+            "uses the long factors from the first token, where the original "
+            f"switches only once a sequence passes {switch} tokens"
+        )
+    return caveats

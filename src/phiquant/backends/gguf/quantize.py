@@ -20,8 +20,16 @@ LLAMA_QUANTIZED = {
 }
 
 
-def quantize_with_llama_cpp(source_gguf: Path, out_gguf: Path, quant: str) -> None:
-    """Re-encode a BF16/F16/F32 GGUF into ``quant`` with llama_model_quantize."""
+GGML_TYPE_Q8_0 = 8
+
+
+def quantize_with_llama_cpp(
+    source_gguf: Path, out_gguf: Path, quant: str, *, embedding_q8: bool = False
+) -> None:
+    """Re-encode a BF16/F16/F32 GGUF into ``quant`` with llama_model_quantize.
+
+    ``embedding_q8`` stores the token embedding in Q8_0 whatever ``quant`` is.
+    """
     import llama_cpp
 
     # llama.cpp prints every tensor it quantizes; keep only its errors.
@@ -29,6 +37,8 @@ def quantize_with_llama_cpp(source_gguf: Path, out_gguf: Path, quant: str) -> No
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = LLAMA_QUANTIZED[quant]
     params.nthread = os.cpu_count() or 1
+    if embedding_q8:
+        params.token_embedding_type = GGML_TYPE_Q8_0
     with captured_native_stderr(f"llama.cpp quantize to {quant}"):
         status = llama_cpp.llama_model_quantize(
             str(source_gguf).encode(), str(out_gguf).encode(), ctypes.byref(params)
