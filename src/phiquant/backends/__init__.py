@@ -15,13 +15,11 @@ from phiquant.targets import Target, TargetSpec
 # Backend name -> "module:class". Each module imports its runtime lazily.
 REGISTRY = {
     "gguf": "phiquant.backends.gguf:GGUFBackend",
+    "openvino": "phiquant.backends.openvino:OpenVINOBackend",
     "onnx": "phiquant.backends.onnx:ONNXBackend",
 }
 # Formats on the roadmap, so that a target naming one gets a precise answer.
-PLANNED = {
-    "openvino": "OpenVINO",
-    "mlx": "MLX",
-}
+PLANNED: dict[str, str] = {}
 
 _instances: dict[str, Backend] = {}
 
