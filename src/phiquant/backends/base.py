@@ -16,9 +16,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from phiquant.errors import BackendUnavailableError, UsageError
+from phiquant.errors import ArtifactError, BackendUnavailableError, UsageError
 from phiquant.sources import ModelSource
 from phiquant.targets import Target, TargetSpec
+
+# A text that exercises digits, spacing, punctuation and non-ASCII letters,
+# tokenized by the source and by each runtime after every build.
+TOKENIZER_PROBE = (
+    "Hello world! The year 2024 had 366 days; élan, naïve café — 東京 🙂\n"
+    "    indented   spaces\tand tabs, it's can't we'll 3.14159 x=y+1"
+)
 
 # Reports progress as (completed, total, description); total may be None.
 ProgressFn = Callable[[int, "int | None", str], None]
@@ -26,6 +33,26 @@ ProgressFn = Callable[[int, "int | None", str], None]
 
 def no_progress(done: int, total: int | None, what: str) -> None:
     """A progress callback that ignores progress."""
+
+
+def check_tokenizer_parity(
+    source: ModelSource, runtime: str, encode: Callable[[str], Sequence[int]]
+) -> None:
+    """Refuse an artifact whose runtime splits the probe text unlike the source.
+
+    ``encode`` is the runtime's own tokenizer, adding no special tokens.
+    """
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(source.path / "tokenizer.json"))
+    expected = tokenizer.encode(TOKENIZER_PROBE, add_special_tokens=False).ids
+    actual = [int(token) for token in encode(TOKENIZER_PROBE)]
+    if actual != expected:
+        raise ArtifactError(
+            f"{runtime} tokenizes text differently from the source tokenizer "
+            f"({len(actual)} vs {len(expected)} tokens on a probe text)",
+            "Its tokenizer did not convert faithfully; please report this model",
+        )
 
 
 @dataclass

@@ -11,19 +11,13 @@ from phiquant.backends.base import (
     BuildResult,
     ProgressFn,
     Runner,
+    check_tokenizer_parity,
     no_progress,
 )
 from phiquant.errors import ArtifactError
 from phiquant.native_output import captured_native_stderr
 from phiquant.sources import ModelSource
 from phiquant.targets import Target
-
-# A text that exercises digits, spacing, punctuation and non-ASCII letters,
-# tokenized by both the original tokenizer and llama.cpp after every build.
-TOKENIZER_PROBE = (
-    "Hello world! The year 2024 had 366 days; élan, naïve café — 東京 🙂\n"
-    "    indented   spaces\tand tabs, it's can't we'll 3.14159 x=y+1"
-)
 
 
 class GGUFBackend(Backend):
@@ -96,32 +90,22 @@ class GGUFBackend(Backend):
         )
 
     def _check_tokenizer(self, source: ModelSource, gguf_path: Path) -> None:
-        """Refuse an artifact whose tokenizer splits text unlike the original."""
         import llama_cpp
-        from tokenizers import Tokenizer
 
-        expected = (
-            Tokenizer.from_file(str(source.path / "tokenizer.json"))
-            .encode(TOKENIZER_PROBE, add_special_tokens=False)
-            .ids
-        )
         with captured_native_stderr("llama.cpp vocabulary load"):
             vocab = llama_cpp.Llama(
                 model_path=str(gguf_path), vocab_only=True, verbose=False
             )
         try:
-            actual = vocab.tokenize(
-                TOKENIZER_PROBE.encode(), add_bos=False, special=False
+            check_tokenizer_parity(
+                source,
+                "llama.cpp",
+                lambda text: vocab.tokenize(
+                    text.encode(), add_bos=False, special=False
+                ),
             )
         finally:
             vocab.close()
-        if list(actual) != list(expected):
-            raise ArtifactError(
-                "llama.cpp tokenizes text differently from the source tokenizer "
-                f"({len(actual)} vs {len(expected)} tokens on a probe text)",
-                "The tokenizer's pre-tokenizer is not mapped correctly; please "
-                "report this model",
-            )
 
     def owns(self, path: Path) -> bool:
         return path.suffix == ".gguf" or (path.is_dir() and any(path.glob("*.gguf")))

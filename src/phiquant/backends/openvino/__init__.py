@@ -19,6 +19,7 @@ from phiquant.backends.base import (
     BuildResult,
     ProgressFn,
     Runner,
+    check_tokenizer_parity,
     no_progress,
 )
 from phiquant.backends.openvino.options import (
@@ -26,7 +27,6 @@ from phiquant.backends.openvino.options import (
     PRECISION_ALIASES,
     compression_settings,
 )
-from phiquant.errors import ArtifactError
 from phiquant.sources import ModelSource
 from phiquant.targets import Target
 
@@ -119,21 +119,13 @@ class OpenVINOBackend(Backend):
         """Refuse an artifact whose tokenizer IR splits text unlike the original."""
         import openvino_genai
 
-        from phiquant.backends.gguf import TOKENIZER_PROBE
-        from phiquant.evaluate.reference import tokenize_text
+        tokenizer = openvino_genai.Tokenizer(str(folder))
 
-        encoded = openvino_genai.Tokenizer(str(folder)).encode(
-            TOKENIZER_PROBE, add_special_tokens=False
-        )
-        actual = [int(i) for i in encoded.input_ids.data[0]]
-        expected = tokenize_text(source, TOKENIZER_PROBE)
-        if actual != expected:
-            raise ArtifactError(
-                "the OpenVINO tokenizer splits text differently from the source "
-                f"tokenizer ({len(actual)} vs {len(expected)} tokens on a probe text)",
-                "openvino-tokenizers cannot convert this tokenizer faithfully; "
-                "please report this model",
-            )
+        def encode(text: str) -> list[int]:
+            encoded = tokenizer.encode(text, add_special_tokens=False)
+            return [int(i) for i in encoded.input_ids.data[0]]
+
+        check_tokenizer_parity(source, "the OpenVINO tokenizer", encode)
 
     def describe(self, artifact_dir: Path) -> ArtifactInfo:
         from phiquant.backends.openvino.reader import describe_ir
