@@ -88,19 +88,26 @@ def write_manifest(folder: Path, fields: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
-    path = Path(folder) / MANIFEST_NAME
+def read_artifact_json(folder: Path, name: str, missing: str, todo: str) -> Any:
+    """A JSON file of an artifact folder, or one clear error if absent or corrupt."""
+    path = Path(folder) / name
     if not path.exists():
-        raise ArtifactError(
-            f"{folder} is not a phiquant artifact (no {MANIFEST_NAME})",
-            "Pass a folder made by `phiquant quantize`",
-        )
+        raise ArtifactError(f"{folder} {missing}", todo)
     try:
         return json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ArtifactError(
             f"{path} is corrupt ({error})", "Rebuild the artifact"
         ) from error
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    return read_artifact_json(
+        folder,
+        MANIFEST_NAME,
+        f"is not a phiquant artifact (no {MANIFEST_NAME})",
+        "Pass a folder made by `phiquant quantize`",
+    )
 
 
 def check_files(folder: Path, manifest: dict[str, Any]) -> list[str]:

@@ -19,6 +19,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from phiquant.artifacts import read_artifact_json
 from phiquant.backends.base import check_tokenizer_parity
 from phiquant.errors import ArtifactError
 from phiquant.native_output import captured_native_stderr
@@ -100,18 +101,12 @@ def _builder_output_logged() -> Iterator[None]:
 
 
 def read_genai_config(folder: Path) -> dict:
-    path = Path(folder) / GENAI_CONFIG
-    if not path.exists():
-        raise ArtifactError(
-            f"{folder} has no {GENAI_CONFIG}",
-            "Pass a folder made by `phiquant quantize --to onnx:...`",
-        )
-    try:
-        return json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ArtifactError(
-            f"{path} is corrupt ({error})", "Rebuild the artifact"
-        ) from error
+    return read_artifact_json(
+        folder,
+        GENAI_CONFIG,
+        f"has no {GENAI_CONFIG}",
+        "Pass a folder made by `phiquant quantize --to onnx:...`",
+    )
 
 
 def config_stop_token_ids(config: dict) -> list[int]:
