@@ -17,6 +17,7 @@ REGISTRY = {
     "gguf": "phiquant.backends.gguf:GGUFBackend",
     "openvino": "phiquant.backends.openvino:OpenVINOBackend",
     "onnx": "phiquant.backends.onnx:ONNXBackend",
+    "mlx": "phiquant.backends.mlx:MLXBackend",
 }
 # Formats on the roadmap, so that a target naming one gets a precise answer.
 PLANNED: dict[str, str] = {}
