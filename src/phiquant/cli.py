@@ -350,7 +350,7 @@ def recommend(
         device, artifacts, ram=ram, context_tokens=context, max_kld=max_kld
     )
     for line in result.explain():
-        stdout.print(line, markup=False, highlight=False)
+        stdout.print(line, markup=False, highlight=False, soft_wrap=True)
     if result.chosen is None:
         raise typer.Exit(1)
 
