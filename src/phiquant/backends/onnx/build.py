@@ -35,6 +35,18 @@ MODEL_FILE = "model.onnx"
 FIXED_BUILDER_OPTIONS = {"hf_token": "false", "filename": MODEL_FILE}
 
 
+def _import_builder():
+    """The builder's entry points, without the root logger it configures on import."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    import onnxruntime_genai.models  # noqa: F401 - puts the builder's folder on sys.path
+    from onnxruntime_genai.models.builder import create_model, parse_extra_options
+
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    return create_model, parse_extra_options
+
+
 def run_model_builder(
     source: ModelSource,
     precision: str,
@@ -43,8 +55,7 @@ def run_model_builder(
     out_dir: Path,
 ) -> None:
     """Write model.onnx, its weights, genai_config.json and tokenizer files."""
-    import onnxruntime_genai.models  # noqa: F401 - puts the builder's folder on sys.path
-    from onnxruntime_genai.models.builder import create_model, parse_extra_options
+    create_model, parse_extra_options = _import_builder()
 
     options = {**builder_options, **FIXED_BUILDER_OPTIONS}
     pairs = [f"{key}={value}" for key, value in options.items()]
