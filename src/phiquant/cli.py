@@ -26,9 +26,10 @@ from phiquant.report.terminal import (
 app = typer.Typer(
     help=(
         "Turn a Phi-family model into quantized artifacts for edge runtimes "
-        "(GGUF for llama.cpp today), run them and compare them.\n\n"
+        "(GGUF for llama.cpp, ONNX Runtime GenAI, OpenVINO, MLX), run them, "
+        "compare them on one yardstick and pick what to ship.\n\n"
         "Start with `phiquant quantize`: it builds the built-in demo model in "
-        "three GGUF precisions and shows each one answering."
+        "three GGUF precisions, shows each one answering and scores them."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -79,9 +80,10 @@ def quantize(
         typer.Option(
             "--to",
             "-t",
-            help="Target BACKEND:PRECISION, repeatable: gguf:fp32, gguf:fp16, "
-            "gguf:int8 (Q8_0), gguf:int4 (Q4_K_M) or a GGUF type such as "
-            "gguf:Q5_K_M. Default: gguf:fp16, gguf:int8, gguf:int4.",
+            help="Target BACKEND:PRECISION[@DEVICE], repeatable: gguf:int4 "
+            "(Q4_K_M), gguf:Q5_K_M, onnx:int4, onnx:fp16@cuda, openvino:int8, "
+            "mlx:bf16... (`phiquant targets` lists all). Default: gguf:fp16, "
+            "gguf:int8, gguf:int4.",
         ),
     ] = None,
     out: Annotated[
@@ -138,14 +140,16 @@ def quantize(
     """Build quantized artifacts from SOURCE and show each one answering.
 
     With no arguments this is the demo: the built-in model in GGUF F16, Q8_0
-    and Q4_K_M under ./phiquant-out/demo, and a table of size, bits per
-    weight and each artifact's answer.
+    and Q4_K_M under ./phiquant-out/demo, a table of size, bits per weight
+    and each artifact's answer, then their evaluation against the original.
 
     Examples:
 
       phiquant quantize
 
-      phiquant quantize ./Phi-3-mini-4k-instruct --to gguf:int4 --to gguf:Q6_K
+      phiquant quantize ./Phi-3-mini-4k-instruct --to gguf:int4 --to onnx:int4
+
+      phiquant quantize ./Phi-4-mini-instruct --device phone
     """
     with RichProgress(stderr) as progress:
         results = api.quantize(
