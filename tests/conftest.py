@@ -73,3 +73,32 @@ def gguf_quality(demo_ggufs, wikitext_window, reference_logits):
         return scores[quant]
 
     return quality
+
+
+# Tiny random-weight Phi variants (see tests/tiny_models.py), built on first use.
+TINY_TOKENS = 320  # past the tiny sliding window (191) and longrope switch (256)
+
+
+@pytest.fixture(scope="session")
+def tiny_phi(tmp_path_factory):
+    """name -> (source, WikiText token window, transformers' fp32 logits).
+
+    Each variant is built and scored once per session; tests must not
+    change its folder.
+    """
+    from phiquant.evaluate.reference import TransformersReference, tokenize_text
+    from phiquant.sources import open_source
+    from tests.tiny_models import build_tiny_model
+
+    text = WIKITEXT.read_text("utf-8")[:5000]
+    built = {}
+
+    def get(name: str):
+        if name not in built:
+            folder = build_tiny_model(name, tmp_path_factory.mktemp(name))
+            source = open_source(folder)
+            tokens = tokenize_text(source, text)[:TINY_TOKENS]
+            built[name] = (source, tokens, TransformersReference(source).score(tokens))
+        return built[name]
+
+    return get

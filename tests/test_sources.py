@@ -4,6 +4,7 @@ import shutil
 import pytest
 
 from phiquant.errors import SourceError
+from phiquant.families import family_for_config
 from phiquant.sources import open_source
 from phiquant.sources.config import normalise_config, traits_from_config
 from tests.helpers import real_config, write_sharded_copy
@@ -86,10 +87,14 @@ def _folder_with_config(tmp_path, config):
     return folder
 
 
-def test_phi2_is_refused_until_supported(tmp_path):
-    folder = _folder_with_config(tmp_path, real_config("phi-2"))
-    with pytest.raises(SourceError, match="phi-2 .* not implemented yet"):
-        open_source(folder)
+def test_phi2_config_reads_as_the_layernorm_family_with_partial_rotary():
+    config = real_config("phi-2")
+    family = family_for_config(config)
+    traits = traits_from_config(normalise_config(config))
+    assert (family.name, family.norm, family.gguf_arch) == ("phi", "layer", "phi2")
+    assert traits.rotary_dim == 32  # 40% of 80
+    assert traits.tie_word_embeddings is False
+    assert traits.rope.kind == "default" and traits.sliding_window is None
 
 
 def test_unsupported_relative_names_what_is_supported(tmp_path):

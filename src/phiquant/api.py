@@ -220,6 +220,12 @@ def _build_into(
                 f"({target.device or 'default'} device)"
             )
             prompt = None
+        if prompt is not None and model.chat_template is None:
+            notes.append(
+                "not test-run: the source has no chat template (a base model); "
+                "score it with `phiquant eval`"
+            )
+            prompt = None
         if prompt is not None:
             progress(0, None, f"{target.name}: answering the test prompt")
             with backend.load(staging) as runner:
@@ -240,6 +246,7 @@ def _build_into(
                 "model": {
                     "architecture": model.traits.architecture,
                     "context_length": model.traits.max_position_embeddings,
+                    "chat_template": model.chat_template is not None,
                     "kv_cache_bytes_per_token_fp16": (
                         model.traits.kv_cache_bytes_per_token(2)
                     ),
@@ -310,6 +317,12 @@ def run(
     """
     if max_tokens < 1:
         raise UsageError("--max-tokens must be at least 1", "")
+    if not _has_chat_template(Path(artifact)):
+        raise ArtifactError(
+            f"{artifact} has no chat template: its source is a base model "
+            "(such as phi-2), not a chat model",
+            "Score it with `phiquant eval`, or quantize an instruct model to chat",
+        )
     runner = load_artifact(artifact)
     stream = runner.chat(_messages(prompt, system), max_tokens)
     stream.on_close(runner.close)
@@ -322,7 +335,9 @@ class VerifyResult:
 
     path: Path
     files_checked: int
-    answer: ChatResult
+    # None for base models without a chat template: they are only loaded
+    # and made to continue a text.
+    answer: ChatResult | None
 
 
 def verify(
@@ -344,6 +359,9 @@ def verify(
             "Rebuild it with `phiquant quantize ... --force`",
         )
     with load_artifact(path) as runner:
+        if not _has_chat_template(path):
+            _check_continues_text(runner, prompt, path)
+            return VerifyResult(path, len(manifest["files"]), None)
         answer = runner.chat(_messages(prompt), max_tokens).collect()
     if answer.finish_reason != "stop":
         raise ArtifactError(
@@ -352,6 +370,24 @@ def verify(
             "Check the artifact's stop tokens with `phiquant inspect`",
         )
     return VerifyResult(path, len(manifest["files"]), answer)
+
+
+def _has_chat_template(path: Path) -> bool:
+    """False only when the manifest says the source had no chat template."""
+    if not (path / MANIFEST_NAME).exists():
+        return True  # bare model files: let the runtime decide
+    return read_manifest(path).get("model", {}).get("chat_template", True)
+
+
+def _check_continues_text(runner: Runner, prompt: str, path: Path) -> None:
+    """A base model has no turn to end; it must at least continue a text."""
+    prompt_ids = runner.tokenize(prompt)
+    continuation = list(runner.generate_ids(prompt_ids, 4))
+    if len(continuation) != 4:
+        raise ArtifactError(
+            f"{path} loaded but did not continue a text",
+            "Rebuild it with `phiquant quantize ... --force`",
+        )
 
 
 def inspect(path: str | Path) -> dict[str, Any]:
@@ -413,6 +449,8 @@ def _inspect_source(model: ModelSource) -> dict[str, Any]:
             "rope_theta": traits.rope_theta,
             "longrope_switch_tokens": traits.longrope_switch_tokens,
             "rotary_dim": traits.rotary_dim,
+            "norm": "LayerNorm" if model.family.norm == "layer" else "RMSNorm",
+            "activation": traits.hidden_act,
             "sliding_window": traits.sliding_window,
             "tied_embeddings": traits.tie_word_embeddings,
             "kv_cache_bytes_per_token_fp16": traits.kv_cache_bytes_per_token(2),

@@ -316,6 +316,12 @@ def verify(
     reaches the end-of-turn token.
     """
     result = api.verify(artifact, prompt, max_tokens)
+    if result.answer is None:
+        stdout.print(
+            f"OK: {result.files_checked} files match the manifest; the artifact "
+            "loads and continues a text (no chat template to test a turn with)."
+        )
+        return
     stdout.print(
         f"OK: {result.files_checked} files match the manifest; the artifact "
         f"answered in {result.answer.n_tokens} tokens and stopped at its "

@@ -24,6 +24,9 @@ class Family:
     gguf_permute_qk: bool
     # Hugging Face tensors that hold several projections stacked on rows.
     fused_tensors: tuple[str, ...]
+    # "rms" (RMSNorm, Phi-3 and Llama) or "layer" (LayerNorm with bias, phi-2):
+    # runtimes store the two epsilons under different keys.
+    norm: str
     # Tokens that end a chat turn in this family's templates, most specific first.
     end_of_turn_tokens: tuple[str, ...]
     # None when phiquant converts this family; otherwise why it cannot yet.

@@ -9,6 +9,7 @@ LLAMA = Family(
     model_types=("llama",),
     gguf_arch="llama",
     gguf_permute_qk=True,
+    norm="rms",
     fused_tensors=(),
     end_of_turn_tokens=("<|eot_id|>", "<|im_end|>", "<|end|>"),
 )

@@ -10,9 +10,7 @@ PHI = Family(
     gguf_arch="phi2",
     gguf_permute_qk=False,
     fused_tensors=(),
+    norm="layer",
+    # phi-2 is a base model without a chat template; text ends at its EOS.
     end_of_turn_tokens=("<|endoftext|>",),
-    unsupported_reason=(
-        "phi-2 (PhiForCausalLM) conversion is not implemented yet; "
-        "Phi3ForCausalLM and LlamaForCausalLM checkpoints are supported"
-    ),
 )

@@ -9,6 +9,7 @@ PHI3 = Family(
     model_types=("phi3",),
     gguf_arch="phi3",
     gguf_permute_qk=False,
+    norm="rms",
     fused_tensors=("self_attn.qkv_proj", "mlp.gate_up_proj"),
     end_of_turn_tokens=("<|end|>", "<|im_end|>", "<|eot_id|>"),
 )

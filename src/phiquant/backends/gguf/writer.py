@@ -62,7 +62,10 @@ def _add_hparams(writer: gguf.GGUFWriter, source: ModelSource, file_type: int) -
     if traits.head_dim * traits.num_heads != traits.hidden_size:
         writer.add_key_length(traits.head_dim)
         writer.add_value_length(traits.head_dim)
-    writer.add_layer_norm_rms_eps(traits.norm_eps)
+    if source.family.norm == "layer":
+        writer.add_layer_norm_eps(traits.norm_eps)
+    else:
+        writer.add_layer_norm_rms_eps(traits.norm_eps)
     writer.add_rope_freq_base(traits.rope_theta)
     writer.add_rope_dimension_count(traits.rotary_dim)
     if traits.sliding_window:

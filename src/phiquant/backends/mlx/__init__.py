@@ -58,7 +58,12 @@ class MLXBackend(Backend):
     def build_options(self, source: ModelSource, target: Target) -> MLXOptions:
         """The validated choices of ``target`` for ``source``."""
         default_dtype = source_dtype(dict(source.dtype_histogram()))
-        return resolve_options(target.quant, dict(target.options), default_dtype)
+        return resolve_options(
+            target.quant,
+            dict(target.options),
+            default_dtype,
+            tied_embeddings=source.traits.tie_word_embeddings,
+        )
 
     def owns(self, path: Path) -> bool:
         """A folder mlx-lm wrote: its weights say ``format: mlx``."""
@@ -164,6 +169,11 @@ def _notes(
                 f"{chosen.group_size}, or not a linear layer)"
             )
 
+    if chosen.embedding_bits:
+        notes.append(
+            f"{target.name}: the tied embedding (also the output head) is kept at "
+            f"{chosen.embedding_bits} bits"
+        )
     traits = source.traits
     if traits.rope.kind == "longrope":
         notes.append(

@@ -47,7 +47,7 @@ def convert_with_mlx_lm(
                     q_group_size=chosen.group_size,
                     q_bits=chosen.bits,
                     dtype=chosen.dtype,
-                    quant_predicate=chosen.recipe,
+                    quant_predicate=_quant_predicate(chosen),
                 )
         except ValueError as error:
             raise SourceError(
@@ -61,6 +61,18 @@ def convert_with_mlx_lm(
     for path in converted.iterdir():
         path.rename(out_dir / path.name)
     converted.rmdir()
+
+
+def _quant_predicate(chosen: MLXOptions):
+    """mlx-lm's recipe name, or a rule giving the embedding its own bits."""
+    if chosen.embedding_bits is None:
+        return chosen.recipe
+    embedding = {"bits": chosen.embedding_bits, "group_size": chosen.group_size}
+
+    def predicate(path: str, module, *_) -> bool | dict:
+        return embedding if path.endswith("embed_tokens") else True
+
+    return predicate
 
 
 def _check_recipe_exists(recipe: str) -> None:

@@ -29,6 +29,8 @@ from phiquant.errors import UsageError
 
 # Float formats -> the dtype name mlx-lm's converter takes.
 FLOAT_FORMATS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+# Fewest bits a tied embedding (which is also the output head) is given.
+TIED_HEAD_BITS = 8
 # Uniform quantized formats -> bits per weight.
 UNIFORM_BITS = {"int8": 8, "int6": 6, "int5": 5, "int4": 4, "int3": 3, "int2": 2}
 # mlx-lm's mixed recipes (mlx_lm.convert.QUANT_RECIPES) -> (low bits, high bits).
@@ -62,6 +64,9 @@ class MLXOptions:
     bits: int | None = None
     group_size: int | None = None
     recipe: str | None = None
+    # Bits of the embedding when it differs from ``bits``: a tied embedding is
+    # also the output head, and 4-bit heads are reported to loop endlessly.
+    embedding_bits: int | None = None
 
     @property
     def quantized(self) -> bool:
@@ -76,6 +81,8 @@ class MLXOptions:
                 "bits": self.bits,
                 "group_size": self.group_size,
             }
+        if self.embedding_bits:
+            chosen["embedding_bits"] = self.embedding_bits
         if self.recipe:
             low, high = RECIPE_BITS[self.recipe]
             chosen |= {"recipe": self.recipe, "low_bits": low, "high_bits": high}
@@ -93,7 +100,10 @@ def source_dtype(dtype_counts: dict[str, int]) -> str:
 
 
 def resolve_options(
-    format_name: str, options: dict[str, object], default_dtype: str
+    format_name: str,
+    options: dict[str, object],
+    default_dtype: str,
+    tied_embeddings: bool = False,
 ) -> MLXOptions:
     """Validate ``options`` for an MLX format; raise UsageError naming what works."""
     unknown = sorted(set(options) - set(OPTION_NAMES))
@@ -116,12 +126,14 @@ def resolve_options(
         bits, recipe = RECIPE_BITS[format_name][0], format_name
     else:
         bits, recipe = UNIFORM_BITS[format_name], None
+    keep_head = tied_embeddings and recipe is None and bits < TIED_HEAD_BITS
     return MLXOptions(
         format=format_name,
         dtype=_choice(options, "dtype", DTYPE_NAMES, default_dtype),
         bits=bits,
         group_size=_group_size(options),
         recipe=recipe,
+        embedding_bits=TIED_HEAD_BITS if keep_head else None,
     )
 
 

@@ -25,6 +25,7 @@ from phiquant.backends.onnx.providers import (
     check_combination,
     provider_available,
 )
+from phiquant.errors import UsageError
 from phiquant.sources import ModelSource
 from phiquant.targets import Target, TargetSpec
 
@@ -49,6 +50,7 @@ class ONNXBackend(Backend):
         return Target(self.name, target.quant, target.precision, device)
 
     def validate(self, source: ModelSource, target: Target) -> None:
+        check_rotary_fits_the_kernel(source.traits)
         self.quant_options(source, target)
 
     def owns(self, path: Path) -> bool:
@@ -77,7 +79,9 @@ class ONNXBackend(Backend):
         progress: ProgressFn = no_progress,
     ) -> BuildResult:
         from phiquant.backends.onnx.build import (
+            apply_sliding_window,
             check_tokenizer,
+            drop_null_tokenizer_fields,
             ensure_chat_template,
             run_model_builder,
             write_stop_tokens,
@@ -92,9 +96,24 @@ class ONNXBackend(Backend):
         run_model_builder(source, target.quant, device, builder_options, out_dir)
         stop_ids = list(source.stop_token_ids)
         write_stop_tokens(out_dir, stop_ids)
+        drop_null_tokenizer_fields(out_dir)
         ensure_chat_template(source, out_dir)
 
         notes = []
+        window = source.traits.sliding_window
+        if window and window < source.traits.max_position_embeddings:
+            if apply_sliding_window(out_dir, int(window)):
+                notes.append(
+                    f"{target.name}: phiquant set the attention's {window}-token "
+                    "sliding window in the graph (the builder leaves it to "
+                    "genai_config.json, where ONNX Runtime GenAI then fails past "
+                    "the window)"
+                )
+            else:
+                notes.append(
+                    f"{target.name}: no attention node takes a window; attention "
+                    f"reaches past the original's {window}-token sliding window"
+                )
         if provider_available(device):
             check_tokenizer(source, out_dir)
         else:
@@ -149,3 +168,20 @@ def _notes(
             f"smaller and faster); the embedding is {chosen.embedding}"
         ]
     return []
+
+
+# ONNX Runtime's GroupQueryAttention rotates in blocks: its cos/sin cache
+# width (half the rotated dimensions) must be a multiple of this.
+ROTARY_HALF_MULTIPLE = 8
+
+
+def check_rotary_fits_the_kernel(traits) -> None:
+    """Refuse, before building, a rotary size ONNX Runtime's attention rejects."""
+    half = traits.rotary_dim // 2
+    if half % ROTARY_HALF_MULTIPLE:
+        raise UsageError(
+            f"ONNX Runtime cannot run this model: it rotates {traits.rotary_dim} "
+            f"of {traits.head_dim} dimensions per head, and its attention kernel "
+            f"needs a multiple of {2 * ROTARY_HALF_MULTIPLE}",
+            "Choose a gguf, openvino or mlx target for it",
+        )

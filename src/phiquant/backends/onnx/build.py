@@ -141,6 +141,54 @@ def write_stop_tokens(out_dir: Path, stop_token_ids: list[int]) -> None:
     path.write_text(json.dumps(config, indent=4) + "\n")
 
 
+def apply_sliding_window(out_dir: Path, window: int) -> bool:
+    """Make attention see only ``window`` tokens, in the graph rather than GenAI.
+
+    The builder leaves GroupQueryAttention's ``local_window_size`` at -1 (full
+    attention) and instead writes a ``sliding_window`` section into
+    genai_config.json, with which ONNX Runtime GenAI sizes its KV cache to the
+    window and then fails once a sequence passes it (a Phi-3-mini-4k chat
+    broke after window + 16 tokens). Setting the kernel's window and dropping
+    that section reproduces the original exactly, at any length. Returns
+    whether any attention node was changed.
+    """
+    import onnx
+
+    model_path = out_dir / MODEL_FILE
+    # Only the graph is rewritten; the weights stay in model.onnx.data.
+    model = onnx.load(str(model_path), load_external_data=False)
+    changed = False
+    for node in model.graph.node:
+        if node.op_type != "GroupQueryAttention":
+            continue
+        for attribute in node.attribute:
+            if attribute.name == "local_window_size":
+                attribute.i = window
+                changed = True
+    if changed:
+        onnx.save(model, str(model_path))
+        config = read_genai_config(out_dir)
+        config["model"]["decoder"].pop("sliding_window", None)
+        (out_dir / GENAI_CONFIG).write_text(json.dumps(config, indent=4) + "\n")
+    return changed
+
+
+def drop_null_tokenizer_fields(out_dir: Path) -> None:
+    """Remove null entries of tokenizer_config.json, which GenAI cannot read.
+
+    transformers 5 saves ``"chat_template": null`` and ``"pad_token": null``
+    for models without them (phi-2); ONNX Runtime GenAI's tokenizer then fails
+    to load with a JSON type error. A null field means the same as none.
+    """
+    path = out_dir / "tokenizer_config.json"
+    if not path.exists():
+        return
+    config = json.loads(path.read_text())
+    kept = {key: value for key, value in config.items() if value is not None}
+    if kept != config:
+        path.write_text(json.dumps(kept, indent=2, ensure_ascii=False) + "\n")
+
+
 def ensure_chat_template(source: ModelSource, out_dir: Path) -> None:
     """Keep the source's chat template beside the tokenizer, where GenAI reads it."""
     template = source.chat_template

@@ -111,6 +111,9 @@ class CompressionSettings:
                 "requested_group_size": self.requested_group_size,
                 "ratio": self.ratio,
                 "backup_mode": BACKUP_MODE,
+                # NNCF never puts the embedding and the last MatMul (the head,
+                # the same tensor when tied) in int4; they take the backup mode.
+                "embedding_and_head": BACKUP_MODE,
                 "sensitivity_metric": self.sensitivity_metric,
                 "awq": self.awq,
                 "scale_estimation": self.scale_estimation,
