@@ -16,6 +16,7 @@ import pytest
 
 from phiquant import api
 from phiquant.artifacts import read_manifest
+from phiquant.backends import get_backend
 from phiquant.backends.gguf import find_gguf_file
 from phiquant.backends.gguf.reader import open_reader
 from phiquant.evaluate.metrics import per_position_kld
@@ -172,3 +173,87 @@ def test_inspect_shows_the_traps_before_converting(tiny_phi):
     )
     assert phi2["traits"]["rotary_dim"] == 32
     assert phi2["chat_template"] is False
+
+
+def test_onnx_int4_keeps_a_tied_head_at_int8(tiny_artifact):
+    result = tiny_artifact("Phi-4-mini-instruct", "onnx:int4")
+    options = read_manifest(result.path)["options"]
+    # The builder cannot share an int8 head with the lookup under its default
+    # algorithm, so the lookup reads its own int4 copy (embedding=float keeps it).
+    assert (options["head"], options["embedding"]) == ("int8", "int4")
+    assert options["builder_extra_options"]["matmul_mixed_precision"] == (
+        "last_matmul:int8"
+    )
+    assert any("head is kept at int8" in note for note in result.notes)
+
+
+def test_openvino_int4_keeps_the_tied_embedding_at_8_bits(tiny_artifact):
+    import openvino as ov
+
+    result = tiny_artifact("Phi-4-mini-instruct", "openvino:int4")
+    model = ov.Core().read_model(result.path / "openvino_model.xml")
+    embedding_types = {
+        op.get_output_element_type(0).get_type_name()
+        for op in model.get_ops()
+        if op.get_type_name() == "Constant"
+        and "embed_tokens" in op.get_friendly_name()
+        and len(op.get_output_shape(0)) == 2
+        and op.get_output_shape(0)[1] > 1  # the table, not its scales
+    }
+    assert embedding_types == {"u8"}
+    assert read_manifest(result.path)["options"]["embedding_and_head"] == "int8_asym"
+    assert "i4" in get_backend("openvino").describe(result.path).tensor_types
+
+
+def test_mlx_int4_keeps_the_tied_embedding_at_8_bits(tiny_artifact):
+    result = tiny_artifact("Phi-4-mini-instruct", "mlx:int4")
+    config = json.loads((result.path / "config.json").read_text())
+    assert config["quantization"]["bits"] == 4
+    assert config["quantization"]["model.embed_tokens"]["bits"] == 8
+    assert read_manifest(result.path)["options"]["embedding_bits"] == 8
+    assert any("tied embedding" in note for note in result.notes)
+
+
+# Runtime limits and base models.
+
+
+def test_onnx_window_model_keeps_generating_past_its_window(tiny_phi, tiny_artifact):
+    _, tokens, _ = tiny_phi("Phi-3-mini-4k-instruct")
+    result = tiny_artifact("Phi-3-mini-4k-instruct", "onnx:fp32")
+    with api.load_artifact(result.path) as runner:
+        generated = list(runner.generate_ids(tokens[:150], 100))
+    assert len(generated) == 100  # GenAI's own window handling failed at 207
+    config = json.loads((result.path / "genai_config.json").read_text())
+    assert "sliding_window" not in config["model"]["decoder"]
+    assert any("sliding window in the graph" in note for note in result.notes)
+
+
+def test_onnx_refuses_a_rotary_size_its_attention_cannot_run(tiny_phi, tmp_path):
+    from phiquant.errors import UsageError
+
+    source = tiny_phi("phi-2")[0]
+    folder = tmp_path / "odd-rotary"
+    folder.mkdir()
+    for path in source.path.iterdir():
+        (folder / path.name).symlink_to(path)
+    config = json.loads((source.path / "config.json").read_text())
+    config["partial_rotary_factor"] = 0.3  # 24 of 80 dimensions
+    (folder / "config.json").unlink()
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UsageError, match="rotates 24 of 80 dimensions"):
+        api.quantize(folder, ["onnx:int4"], out=tmp_path / "out", prompt=None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_base_model_is_verified_by_continuing_text_and_refused_for_chat(
+    tiny_phi, tmp_path
+):
+    from phiquant.errors import ArtifactError
+
+    source = tiny_phi("phi-2")[0]
+    (result,) = api.quantize(source.path, ["gguf:int8"], out=tmp_path)
+    assert result.answer is None
+    assert any("no chat template" in note for note in result.notes)
+    assert api.verify(result.path).answer is None
+    with pytest.raises(ArtifactError, match="no chat template"):
+        api.run(result.path, "Hello")
