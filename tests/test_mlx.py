@@ -26,8 +26,9 @@ from tests.conftest import SHORT_ANSWER_PROMPT, WIKITEXT
 from tests.helpers import real_config
 
 SCORED_TOKENS = 128
-# The demo's 4-bit copy rambles on arithmetic; it ends a greeting's turn.
-GREETING = "Hi!"
+# The demo's 4-bit copy rambles on arithmetic and on most greetings; it
+# answers this one in kind and ends its turn.
+GREETING = "Hello!"
 IM_END = 2  # the demo's end-of-turn token <|im_end|>
 FAST_SCALES = {"dtype": "float32"}
 
@@ -178,12 +179,20 @@ def test_quantized_manifest_records_bits_group_size_and_scale_type(mlx_artifacts
         "mode": "affine",
     }
     # Every matrix of the demo (576 and 1536 wide) splits into groups of 64;
-    # only the norms stay float.
+    # only the norms stay float. The demo's embedding is tied (it is also the
+    # output head), so it keeps 8 bits.
     types = mlx_artifacts["int4"].info.tensor_types
-    assert set(types) == {"int4/g64", "fp32"}
+    assert set(types) == {"int4/g64", "int8/g64", "fp32"}
+    assert types["int8/g64"] == 49152 * 576  # the embedding
     assert types["fp32"] < 0.001 * types["int4/g64"]
+    assert options["embedding_bits"] == 8
     config = json.loads((mlx_artifacts["int4"].path / "config.json").read_text())
-    assert config["quantization"] == {"group_size": 64, "bits": 4, "mode": "affine"}
+    assert config["quantization"] == {
+        "group_size": 64,
+        "bits": 4,
+        "mode": "affine",
+        "model.embed_tokens": {"group_size": 64, "bits": 8},
+    }
 
 
 @pytest.mark.slow

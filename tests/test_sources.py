@@ -105,7 +105,7 @@ def test_unsupported_relative_names_what_is_supported(tmp_path):
     with pytest.raises(
         SourceError,
         match="Phi-3.5-MoE .* Supported architectures: "
-        "Phi3ForCausalLM, LlamaForCausalLM",
+        "Phi3ForCausalLM, PhiForCausalLM, LlamaForCausalLM",
     ):
         open_source(folder)
 
