@@ -308,3 +308,43 @@ def test_pickle_checkpoint_converts_only_when_allowed(model, tmp_path):
     manifest = json.loads((out / "gguf-f16" / "phiquant.json").read_text())
     assert manifest["source"]["path"] == str(model.resolve())
     assert fingerprint(model) == before
+
+
+@pytest.mark.slow
+def test_code_in_a_model_folder_never_runs(tiny_phi, tmp_path):
+    """Real Phi-3 folders name their own Python modules (auto_map); none may run."""
+    from phiquant import api
+    from phiquant.evaluate.reference import TransformersReference
+    from phiquant.sources import open_source
+
+    source, tokens, _ = tiny_phi("Phi-3-mini-4k-instruct")
+    folder = tmp_path / "with-code"
+    shutil.copytree(source.path, folder)
+    ran = tmp_path / "code-ran"
+    for module in ("configuration_phi3", "modeling_phi3", "tokenization_phi3"):
+        (folder / f"{module}.py").write_text(
+            f"open({str(ran)!r}, 'a').write({module!r} + '\\n')\n"
+        )
+    for name, auto_map in (
+        (
+            "config.json",
+            {
+                "AutoConfig": "configuration_phi3.Phi3Config",
+                "AutoModelForCausalLM": "modeling_phi3.Phi3ForCausalLM",
+            },
+        ),
+        ("tokenizer_config.json", {"AutoTokenizer": ["tokenization_phi3.T", None]}),
+    ):
+        settings = json.loads((folder / name).read_text())
+        (folder / name).write_text(json.dumps(settings | {"auto_map": auto_map}))
+    before = fingerprint(folder)
+
+    targets = ["gguf:fp32", "onnx:fp32", "openvino:fp32", "mlx:fp32"]
+    results = api.quantize(folder, targets, out=tmp_path / "out", max_tokens=4)
+    TransformersReference(open_source(folder)).score(tokens[:16])
+
+    assert not ran.exists(), f"model-folder code ran: {ran.read_text().split()}"
+    for result in results:
+        assert result.answer is not None  # each runtime loaded it and chatted
+        assert list(result.path.glob("*.py")) == []
+    assert fingerprint(folder) == before

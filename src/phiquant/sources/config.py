@@ -104,9 +104,12 @@ def normalise_config(raw: dict[str, Any]) -> dict[str, Any]:
     - ``original_max_position_embeddings`` stated explicitly, because
       transformers 5 otherwise fills in 4096 and makes some builders switch to
       longrope on models that have none;
-    - ``head_dim`` and ``partial_rotary_factor`` stated explicitly.
+    - ``head_dim`` and ``partial_rotary_factor`` stated explicitly;
+    - no ``auto_map``: every supported architecture is built into the
+      libraries, and code from a model folder is never run.
     """
     config = copy.deepcopy(raw)
+    config.pop("auto_map", None)
     theta, scaling, lifted = _rope_settings(config)
     config.pop("rope_parameters", None)
     config["rope_theta"] = theta

@@ -32,6 +32,9 @@ TOKENIZER_FILES = (
     "tokenizer.model",
     "added_tokens.json",
 )
+# Code that a model folder may carry (auto_map modules). phiquant never runs it
+# and never hands it to a converter.
+CODE_SUFFIXES = (".py", ".pyc")
 
 
 @dataclass
@@ -177,13 +180,19 @@ class ModelSource:
         Converters that take a Hugging Face folder (ONNX builder, optimum,
         mlx-lm) get ``config.json`` in the spelling they read correctly, and
         links to the source's own weights and tokenizer files, which stay
-        untouched.
+        untouched. The folder's Python modules are left out: converters use
+        their libraries' own classes, and mlx-lm would otherwise copy the
+        modules into the artifact.
         """
         with tempfile.TemporaryDirectory(prefix="phiquant-source-") as tmp:
             folder = Path(tmp)
             (folder / "config.json").write_text(json.dumps(self.config, indent=2))
             for path in self.path.iterdir():
-                if path.is_file() and path.name != "config.json":
+                if (
+                    path.is_file()
+                    and path.name != "config.json"
+                    and path.suffix not in CODE_SUFFIXES
+                ):
                     (folder / path.name).symlink_to(path.resolve())
             yield folder
 

@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 # mlx-lm refuses to convert into an existing folder, so it writes here first.
 CONVERT_SUBFOLDER = "mlx-lm-output"
+# mlx_lm.load trusts a folder's tokenizer code unless told otherwise.
+NO_REMOTE_CODE = {"trust_remote_code": False}
 
 
 def convert_with_mlx_lm(
@@ -129,7 +131,7 @@ def check_tokenizer(source: ModelSource, out_dir: Path, stop_ids: list[int]) -> 
     from mlx_lm.utils import load_config, load_tokenizer
 
     eos_ids = load_config(out_dir).get("eos_token_id")
-    tokenizer = load_tokenizer(out_dir, eos_token_ids=eos_ids)
+    tokenizer = load_tokenizer(out_dir, NO_REMOTE_CODE, eos_token_ids=eos_ids)
     check_tokenizer_parity(
         source, "mlx-lm", lambda text: tokenizer.encode(text, add_special_tokens=False)
     )

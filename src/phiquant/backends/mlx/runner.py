@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from phiquant.backends.base import ChatStream, Runner
+from phiquant.backends.mlx.build import NO_REMOTE_CODE
 from phiquant.errors import ArtifactError
 from phiquant.native_output import captured_native_stderr
 
@@ -39,7 +40,9 @@ class MLXRunner(Runner):
         from mlx_lm import load
 
         with captured_native_stderr("mlx-lm model load"):
-            self._model, self._tokenizer = load(str(artifact_dir))
+            self._model, self._tokenizer = load(
+                str(artifact_dir), tokenizer_config=NO_REMOTE_CODE
+            )
 
     @property
     def stop_token_ids(self) -> set[int]:
