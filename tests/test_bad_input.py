@@ -133,12 +133,15 @@ def test_bad_source_is_refused_in_one_line(model, tmp_path, damage, message):
 
 
 def test_invalid_target_is_refused_before_anything_is_read(model, tmp_path):
+    before = fingerprint(model)
     out = tmp_path / "out"
     result = phiquant_cli("quantize", str(model), "--out", str(out), "--to", "gguf:q3")
     assert_refused(result, 2, "gguf has no precision 'q3'", out)
+    assert fingerprint(model) == before
 
 
 def test_existing_output_is_refused_and_kept(model, tmp_path):
+    before = fingerprint(model)
     out = tmp_path / "out"
     (out / "gguf-f16").mkdir(parents=True)
     (out / "gguf-f16" / "mine.txt").write_text("keep me")
@@ -147,6 +150,8 @@ def test_existing_output_is_refused_and_kept(model, tmp_path):
     assert "already exists. Pass --force" in result.stderr
     assert (out / "gguf-f16" / "mine.txt").read_text() == "keep me"
     assert sorted(p.name for p in out.iterdir()) == ["gguf-f16"]
+    assert sorted(p.name for p in (out / "gguf-f16").iterdir()) == ["mine.txt"]
+    assert fingerprint(model) == before
 
 
 def test_output_inside_the_source_is_refused(model):
@@ -158,6 +163,7 @@ def test_output_inside_the_source_is_refused(model):
 
 
 def test_the_same_run_twice_at_once_is_refused(model, tmp_path):
+    before = fingerprint(model)
     out = tmp_path / "out"
     out.mkdir()
     with open(out / ".gguf-f16.lock", "w") as first_run:
@@ -165,10 +171,13 @@ def test_the_same_run_twice_at_once_is_refused(model, tmp_path):
         result = phiquant_cli("quantize", str(model), "--out", str(out), *QUICK)
     assert result.returncode == 5
     assert "another phiquant run is writing" in result.stderr
-    assert not (out / "gguf-f16").exists()
+    # Only the first run's lock file is there: no artifact, no staging folder.
+    assert sorted(p.name for p in out.iterdir()) == [".gguf-f16.lock"]
+    assert fingerprint(model) == before
 
 
 def test_missing_backend_library_names_the_extra_to_install(model, tmp_path):
+    before = fingerprint(model)
     hide = tmp_path / "hide"
     hide.mkdir()
     # An interpreter on which llama-cpp-python is not importable.
@@ -180,6 +189,7 @@ def test_missing_backend_library_names_the_extra_to_install(model, tmp_path):
         "quantize", str(model), "--out", str(out), *QUICK, env={"PYTHONPATH": str(hide)}
     )
     assert_refused(result, 4, "pip install 'phiquant[gguf]'", out)
+    assert fingerprint(model) == before
 
 
 def test_hub_id_while_offline_says_how_to_pass_a_folder(tmp_path):
