@@ -20,6 +20,25 @@ def test_quantize_help_teaches_targets_and_the_demo():
 
 
 @pytest.mark.parametrize(
+    ("command", "argument_help"),
+    [
+        ("quantize", "local Hugging Face folder, or a hub id"),
+        ("eval", "a folder of artifacts"),
+        ("run", "Artifact folder or .gguf file"),
+        ("inspect", "A source (demo, folder, hub id) or an artifact"),
+        ("report", "or the results.json file itself"),
+        ("recommend", "Folder of artifacts"),
+    ],
+)
+def test_help_explains_every_argument(command, argument_help):
+    result = phiquant_cli(command, "--help", env={"COLUMNS": "250"})
+    assert result.returncode == 0
+    assert argument_help in result.stdout
+    if command == "quantize":
+        assert "BACKEND:PRECISION[@DEVICE]" in result.stdout
+
+
+@pytest.mark.parametrize(
     ("args", "code", "message"),
     [
         (["quantize", "--to", "gguf"], 2, "phiquant: invalid target 'gguf'"),
@@ -34,6 +53,13 @@ def test_quantize_help_teaches_targets_and_the_demo():
             "phiquant: no model folder at ./no/such/model",
         ),
         (["run", "/no/such/artifact", "-p", "hi"], 6, "phiquant: no artifact at"),
+        (["eval", "/no/such/artifact"], 6, "phiquant: no artifact at"),
+        (["eval", __file__], 6, f"phiquant: {__file__} is not a phiquant artifact"),
+        (
+            ["inspect", "./no/such/model"],
+            3,
+            "phiquant: no model folder or artifact at ./no/such/model",
+        ),
     ],
 )
 def test_errors_are_one_line_with_a_distinct_exit_code(args, code, message):

@@ -165,3 +165,35 @@ def test_damaged_copy_of_the_model_scores_clearly_worse(demo_source, tmp_path):
     quality = evaluation.artifacts[0].quality
     assert quality["kld_mean"] > 0.01
     assert "another source" in evaluation.reference["notes"][0]
+
+
+@pytest.mark.slow
+def test_a_second_evaluation_into_a_folder_keeps_comparable_earlier_results(
+    demo_ggufs, tmp_path
+):
+    folder = tmp_path / "artifacts"
+    for quant in ("F16", "Q8_0"):
+        shutil.copytree(demo_ggufs[quant].path, folder / demo_ggufs[quant].path.name)
+    f16, q8 = (folder / demo_ggufs[q].path.name for q in ("F16", "Q8_0"))
+
+    def evaluated_names(artifact, **settings):
+        evaluation, _ = api.evaluate([artifact], speed=False, **settings)
+        stored = Evaluation.load(folder)
+        assert [a.name for a in stored.artifacts] == [
+            a.name for a in evaluation.artifacts
+        ]
+        return [a.name for a in stored.artifacts], stored.reference["notes"]
+
+    assert evaluated_names(f16, windows=1) == (["gguf:F16"], [])
+    names, notes = evaluated_names(q8, windows=1)
+    assert names == ["gguf:F16", "gguf:Q8_0"]
+    assert "gguf:F16: scored earlier" in notes[0]
+    # Re-scoring one replaces its row instead of adding a second.
+    assert evaluated_names(q8, windows=1)[0] == ["gguf:F16", "gguf:Q8_0"]
+
+    # A rebuilt artifact (its manifest changed) is no longer the one scored.
+    manifest = f16 / "phiquant.json"
+    manifest.write_text(manifest.read_text() + "\n")
+    assert evaluated_names(q8, windows=1)[0] == ["gguf:Q8_0"]
+    # Other windows are another yardstick: earlier figures do not mix in.
+    assert evaluated_names(f16, windows=2)[0] == ["gguf:F16"]

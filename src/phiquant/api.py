@@ -31,9 +31,10 @@ from phiquant.backends.base import (
     Runner,
     no_progress,
 )
-from phiquant.errors import ArtifactError, OutputError, UsageError
+from phiquant.errors import ArtifactError, OutputError, SourceError, UsageError
 from phiquant.evaluate.results import Evaluation
 from phiquant.sources import DEMO_NAME, ModelSource, open_source
+from phiquant.sources.hub import looks_like_hub_id
 from phiquant.targets import Target
 
 log = logging.getLogger(__name__)
@@ -397,6 +398,16 @@ def inspect(path: str | Path) -> dict[str, Any]:
         (candidate / MANIFEST_NAME).exists() or _owning_backend(candidate)
     ):
         return _inspect_artifact(candidate)
+    if (
+        str(path) != DEMO_NAME
+        and not candidate.exists()
+        and not looks_like_hub_id(str(path))
+    ):
+        raise SourceError(
+            f"no model folder or artifact at {path}",
+            "Pass `demo`, a Hugging Face folder, a hub id, an artifact folder or "
+            "a .gguf file",
+        )
     return _inspect_source(open_source(path))
 
 
@@ -479,9 +490,12 @@ def evaluate(
     ``reference`` defaults to the source named in the artifacts' manifests.
     Reports (results.json, report.md, report.html) go to ``out``, by default
     the folder holding the artifacts; ``json_path`` writes the results there
-    too. Returns the results and the report paths.
+    too. Artifacts that the folder's earlier results scored on the same
+    windows against the same reference stay in the reports, unless rebuilt
+    or removed since. Returns the results and the report paths.
     """
     from phiquant.evaluate.pipeline import evaluate_artifacts
+    from phiquant.evaluate.results import RESULTS_NAME, carry_over_earlier
     from phiquant.report import write_reports
 
     evaluation = evaluate_artifacts(
@@ -494,7 +508,9 @@ def evaluate(
         long_context=long_context,
         progress=progress,
     )
-    out_dir = Path(out) if out is not None else _common_parent(artifacts)
+    scored = [a.path for a in evaluation.artifacts]
+    out_dir = Path(out) if out is not None else _common_parent(scored)
+    carry_over_earlier(evaluation, out_dir / RESULTS_NAME)
     paths = write_reports(evaluation, out_dir)
     if json_path is not None:
         evaluation.save(Path(json_path))

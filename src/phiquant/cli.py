@@ -80,7 +80,7 @@ def quantize(
         typer.Option(
             "--to",
             "-t",
-            help="Target BACKEND:PRECISION[@DEVICE], repeatable: gguf:int4 "
+            help="Target BACKEND:PRECISION\\[@DEVICE], repeatable: gguf:int4 "
             "(Q4_K_M), gguf:Q5_K_M, onnx:int4, onnx:fp16@cuda, openvino:int8, "
             "mlx:bf16... (`phiquant targets` lists all). Default: gguf:fp16, "
             "gguf:int8, gguf:int4.",
@@ -122,8 +122,9 @@ def quantize(
     device: Annotated[
         str | None,
         typer.Option(
-            help="Also build a device profile's targets: phone, iot, ai-pc-intel, "
-            "ai-pc-qualcomm, mac, nvidia-gpu, cpu-server (`phiquant devices`)."
+            help="Build a device profile's targets (with --to: those too): phone, "
+            "iot, ai-pc-intel, ai-pc-qualcomm, mac, nvidia-gpu, cpu-server "
+            "(`phiquant devices`)."
         ),
     ] = None,
     evaluate: Annotated[
@@ -182,7 +183,11 @@ def _evaluate_and_print(artifacts: list[Path], **options) -> None:
 @app.command(name="eval")
 def eval_command(
     artifacts: Annotated[
-        list[Path], typer.Argument(help="Artifact folders (or .gguf files) to score.")
+        list[Path],
+        typer.Argument(
+            help="Artifact folders or .gguf files to score; a folder of artifacts "
+            "(as `phiquant quantize --out` writes) stands for all of them."
+        ),
     ],
     reference: Annotated[
         str | None,
@@ -225,7 +230,11 @@ def eval_command(
     speed, time to first token and peak memory, each artifact in its own
     process. Writes results.json, report.md and report.html.
 
-    Example: phiquant eval phiquant-out/demo/*
+    Examples:
+
+      phiquant eval phiquant-out/demo
+
+      phiquant eval phiquant-out/demo/gguf-q4_k_m phiquant-out/demo/onnx-int4-cpu
     """
     _evaluate_and_print(
         artifacts,
@@ -243,10 +252,20 @@ def eval_command(
 @app.command()
 def report(
     results: Annotated[
-        Path, typer.Argument(help="Folder holding results.json (or the file).")
+        Path,
+        typer.Argument(
+            help="Folder holding results.json (where `phiquant eval` wrote its "
+            "reports), or the results.json file itself."
+        ),
     ],
 ) -> None:
-    """Rebuild the terminal table and the reports from stored results."""
+    """Rebuild the terminal table and the reports from stored results.
+
+    Rewrites report.md and report.html beside results.json without scoring
+    anything again.
+
+    Example: phiquant report phiquant-out/demo
+    """
     evaluation, paths = api.report(results)
     print_evaluation(stdout, evaluation)
     stdout.print(f"Reports: {paths['html']}, {paths['markdown']}, {paths['json']}")
@@ -318,16 +337,20 @@ def verify(
     result = api.verify(artifact, prompt, max_tokens)
     if result.answer is None:
         stdout.print(
-            f"OK: {result.files_checked} files match the manifest; the artifact "
+            f"OK: {_files(result.files_checked)} match the manifest; the artifact "
             "loads and continues a text (no chat template to test a turn with)."
         )
         return
     stdout.print(
-        f"OK: {result.files_checked} files match the manifest; the artifact "
+        f"OK: {_files(result.files_checked)} match the manifest; the artifact "
         f"answered in {result.answer.n_tokens} tokens and stopped at its "
         "end-of-turn token."
     )
     stdout.print(f"[dim]{result.answer.text.strip()}[/]", markup=True, highlight=False)
+
+
+def _files(count: int) -> str:
+    return f"{count} file{'' if count == 1 else 's'}"
 
 
 @app.command()
@@ -347,14 +370,18 @@ def recommend(
         float | None, typer.Option(help="Largest acceptable mean KL divergence.")
     ] = None,
 ) -> None:
-    """Pick the smallest artifact that runs on DEVICE, fits and is accurate enough.
+    """Pick the smallest artifact that runs on the device, fits and is accurate enough.
 
     Memory is weights + KV cache at the context length + the runtime's own
     overhead (or the peak measured by `phiquant eval`, if larger). Quality
     is the mean KL divergence from `phiquant eval`. Exits 1 if nothing
     qualifies.
 
-    Example: phiquant quantize --device phone && phiquant recommend --device phone
+    Examples:
+
+      phiquant quantize --device phone && phiquant recommend --device phone
+
+      phiquant recommend --device phone --ram 1GB --max-kld 0.05 out/phi3
     """
     result = api.recommend(
         device, artifacts, ram=ram, context_tokens=context, max_kld=max_kld

@@ -223,6 +223,10 @@ class Backend(abc.ABC):
                 "Remove the --option settings for it",
             )
 
+    def device_summary(self) -> str:
+        """The ``@DEVICE`` suffixes this backend takes, for `phiquant targets`."""
+        return ", ".join(f"@{device}" for device in self.devices) or "-"
+
     def can_run(self, target: Target) -> bool:
         """Whether this machine can load ``target``'s artifacts (e.g. has a GPU)."""
         return True

@@ -14,7 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from phiquant.artifacts import MANIFEST_NAME, library_versions, read_manifest
+from phiquant.artifacts import (
+    MANIFEST_NAME,
+    library_versions,
+    read_manifest,
+    sha256_file,
+)
 from phiquant.backends.base import ProgressFn, no_progress
 from phiquant.errors import PhiquantError, UsageError
 from phiquant.evaluate import metrics
@@ -109,14 +114,38 @@ def resolve_reference(
     return source, []
 
 
+def artifact_paths(arguments: list[str | Path]) -> list[Path]:
+    """The artifacts named by ``arguments``, each checked to be one.
+
+    A folder that is no artifact but holds artifact folders (the ``--out`` of
+    ``phiquant quantize``) stands for all of them, so reports beside them are
+    skipped.
+    """
+    from phiquant.api import artifact_backend
+
+    paths: list[Path] = []
+    for argument in arguments:
+        given = Path(argument)
+        if given.is_dir() and not (given / MANIFEST_NAME).exists():
+            held = sorted(p for p in given.iterdir() if (p / MANIFEST_NAME).is_file())
+            if held:
+                paths += [p.resolve() for p in held]
+                continue
+        artifact_backend(given)  # a clear error for what is not an artifact
+        paths.append(given.resolve())
+    return list(dict.fromkeys(paths))
+
+
 def _describe(path: Path) -> ArtifactEvaluation:
     from phiquant.api import artifact_backend
 
     backend = artifact_backend(path)
     info = backend.describe(path)
+    manifest_sha256 = None
     if (path / MANIFEST_NAME).exists():
         target = read_manifest(path)["target"]
         name, fmt, precision = target["name"], target["format"], target["precision"]
+        manifest_sha256 = sha256_file(path / MANIFEST_NAME)
     else:
         name, fmt, precision = path.name, info.format, "?"
     return ArtifactEvaluation(
@@ -128,6 +157,7 @@ def _describe(path: Path) -> ArtifactEvaluation:
         size_bytes=info.size_bytes,
         parameter_count=info.parameter_count,
         bits_per_weight=info.bits_per_weight,
+        manifest_sha256=manifest_sha256,
     )
 
 
@@ -162,10 +192,7 @@ def evaluate_artifacts(
         )
     if window_tokens < 16 or windows < 1:
         raise UsageError("windows must hold at least 16 tokens", "")
-    paths = [Path(a).resolve() for a in artifacts]
-    for path in paths:
-        if not path.exists():
-            raise UsageError(f"no artifact at {path}", "Check the path")
+    paths = artifact_paths(artifacts)
     source, notes = resolve_reference(paths, reference)
 
     eval_text = load_text(text)

@@ -30,6 +30,9 @@ class ArtifactEvaluation:
     long_context: dict[str, Any] | None = None
     speed: dict[str, float] | None = None
     error: str | None = None
+    # SHA-256 of the artifact's manifest when scored: tells whether the folder
+    # still holds the same build (None for bare model files).
+    manifest_sha256: str | None = None
 
 
 @dataclass
@@ -77,3 +80,49 @@ class Evaluation:
             raise UsageError(
                 f"{path} is not a phiquant results file ({error})", ""
             ) from error
+
+
+def carry_over_earlier(evaluation: Evaluation, results_path: Path) -> list[str]:
+    """Add the artifacts an earlier results file scored on the same yardstick.
+
+    Evaluating into a folder that already holds results (a second
+    ``phiquant quantize`` into the demo folder, say) keeps the earlier
+    artifacts in the report, provided they were scored against the same
+    reference source on the same windows and their folders still hold the
+    same builds. Returns the names carried over.
+    """
+    from phiquant.artifacts import MANIFEST_NAME, sha256_file
+
+    if not results_path.exists():
+        return []
+    try:
+        earlier = Evaluation.load(results_path)
+    except UsageError:
+        return []  # unreadable: the new results replace it
+    same_yardstick = (
+        earlier.settings == evaluation.settings
+        and earlier.reference["source"]["content_sha256"]
+        == evaluation.reference["source"]["content_sha256"]
+    )
+    if not same_yardstick:
+        return []
+
+    scored_now = {Path(a.path).resolve() for a in evaluation.artifacts}
+    kept = []
+    for artifact in earlier.artifacts:
+        folder = Path(artifact.path)
+        manifest = folder / MANIFEST_NAME
+        unchanged = (
+            artifact.manifest_sha256 is not None
+            and manifest.is_file()
+            and sha256_file(manifest) == artifact.manifest_sha256
+        )
+        if unchanged and folder.resolve() not in scored_now:
+            kept.append(artifact)
+    evaluation.artifacts[:0] = kept
+    if kept:
+        evaluation.reference.setdefault("notes", []).append(
+            f"{', '.join(a.name for a in kept)}: scored earlier ({earlier.created}) "
+            "on the same windows against the same reference, and kept"
+        )
+    return [a.name for a in kept]

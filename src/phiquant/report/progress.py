@@ -25,6 +25,8 @@ class RichProgress:
             TimeElapsedColumn(),
             console=console,
             transient=True,
+            # Piped or logged output gets no bar, and no blank line where it was.
+            disable=not console.is_terminal,
         )
         self._task = None
 

@@ -115,12 +115,19 @@ def print_targets(console: Console) -> None:
     table.add_column("runtime")
     table.add_column("precision → format")
     table.add_column("other formats")
+    table.add_column("devices")
     for backend in available_backends():
         aliases = ", ".join(f"{p} → {q}" for p, q in backend.precision_aliases.items())
         others = [
             q for q in backend.formats if q not in backend.precision_aliases.values()
         ]
-        table.add_row(backend.name, backend.runtime, aliases, ", ".join(others))
+        table.add_row(
+            backend.name,
+            backend.runtime,
+            aliases,
+            ", ".join(others),
+            backend.device_summary(),
+        )
     console.print(table)
 
 
@@ -154,6 +161,8 @@ def print_evaluation(console: Console, evaluation: Evaluation) -> None:
             table.add_row(*(row[index] for index in columns))
         console.print(table)
     console.print(f"[dim]{reference_summary(evaluation)}[/]")
+    for note in evaluation.reference.get("notes", []):
+        console.print(f"[dim]note: {note}[/]")
     for artifact in evaluation.artifacts:
         if artifact.error:
             console.print(f"[red]{artifact.name} failed: {artifact.error}[/]")

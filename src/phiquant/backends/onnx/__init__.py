@@ -56,6 +56,14 @@ class ONNXBackend(Backend):
     def owns(self, path: Path) -> bool:
         return path.is_dir() and (path / "genai_config.json").exists()
 
+    def device_summary(self) -> str:
+        default = f"@{DEFAULT_DEVICE} (default)"
+        return "\n".join(
+            f"{default if device == DEFAULT_DEVICE else '@' + device}: "
+            f"{', '.join(precisions)}"
+            for device, precisions in PRECISIONS_BY_DEVICE.items()
+        )
+
     def can_run(self, target: Target) -> bool:
         """Whether this machine's ONNX Runtime can load ``target``'s artifact."""
         return provider_available(target.device or DEFAULT_DEVICE)
