@@ -10,7 +10,7 @@ from phiquant.artifacts import (
     read_manifest,
     write_manifest,
 )
-from phiquant.errors import OutputError
+from phiquant.errors import ArtifactError, OutputError
 
 
 def test_folder_appears_only_when_the_block_succeeds(tmp_path):
@@ -46,6 +46,7 @@ def test_force_replaces_only_after_success(tmp_path):
     dest = tmp_path / "artifact"
     dest.mkdir()
     (dest / "old.txt").write_text("old")
+    write_manifest(dest, {})
     with pytest.raises(RuntimeError):
         with atomic_folder(dest, force=True) as staging:
             (staging / "new.txt").write_text("new")
@@ -55,6 +56,51 @@ def test_force_replaces_only_after_success(tmp_path):
     with atomic_folder(dest, force=True) as staging:
         (staging / "new.txt").write_text("new")
     assert sorted(p.name for p in dest.iterdir()) == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["artifact"]
+
+
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_force_never_replaces_what_is_not_an_artifact(tmp_path, kind):
+    dest = tmp_path / "artifact"
+    if kind == "folder":
+        dest.mkdir()
+        (dest / "notes.txt").write_text("precious")
+    else:
+        dest.write_text("precious")
+    with pytest.raises(OutputError, match=f"is a {kind} that is not a phiquant"):
+        with atomic_folder(dest, force=True) as staging:
+            (staging / "new.txt").write_text("new")
+    kept = dest / "notes.txt" if kind == "folder" else dest
+    assert kept.read_text() == "precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["artifact"]
+
+
+def test_output_holding_the_source_is_refused(tmp_path):
+    source = tmp_path / "artifact" / "model"
+    source.mkdir(parents=True)
+    (source / "config.json").write_text("{}")
+    with pytest.raises(OutputError, match="Replacing it would delete the source"):
+        with atomic_folder(tmp_path / "artifact", force=True, protected=source):
+            pass
+    assert (source / "config.json").read_text() == "{}"
+
+
+def test_a_killed_run_s_staging_folder_is_swept_by_the_next(tmp_path):
+    # What `kill -9` leaves: a half-written staging folder and the lock file.
+    stale = tmp_path / ".artifact.tmp-12345"
+    stale.mkdir()
+    (stale / "half-written.gguf").write_bytes(b"12")
+    (tmp_path / ".artifact.lock").touch()
+    with atomic_folder(tmp_path / "artifact") as staging:
+        (staging / "weights.bin").write_bytes(b"1234")
+    assert [p.name for p in tmp_path.iterdir()] == ["artifact"]
+
+
+def test_an_unwritable_output_is_one_clear_error(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(OutputError, match="cannot write to .*a-file"):
+        with atomic_folder(tmp_path / "a-file" / "artifact"):
+            pass
 
 
 def test_output_inside_the_source_is_refused(tmp_path):
@@ -80,7 +126,8 @@ def test_manifest_lists_every_file_and_detects_changes(tmp_path):
     (tmp_path / "model.gguf").write_bytes(b"weights")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "tokenizer.json").write_text("{}")
-    write_manifest(tmp_path, {"target": {"name": "gguf:F16"}})
+    target = {"name": "gguf:F16", "backend": "gguf", "format": "F16"}
+    write_manifest(tmp_path, {"target": target | {"precision": "fp16"}})
 
     manifest = read_manifest(tmp_path)
     assert set(manifest["files"]) == {"model.gguf", "sub/tokenizer.json"}
@@ -94,3 +141,9 @@ def test_manifest_lists_every_file_and_detects_changes(tmp_path):
         "not in manifest: extra.txt",
     ]
     assert json.loads((tmp_path / MANIFEST_NAME).read_text())["manifest_version"] == 1
+
+
+def test_an_incomplete_manifest_is_one_clear_error(tmp_path):
+    (tmp_path / MANIFEST_NAME).write_text("{}")
+    with pytest.raises(ArtifactError, match="is incomplete .no target, files"):
+        read_manifest(tmp_path)

@@ -104,6 +104,28 @@ def _shard_missing(folder):
     sharded.rename(folder)
 
 
+def _edit_config(**changes):
+    def damage(folder):
+        config = json.loads((folder / "config.json").read_text())
+        rewrite(folder / "config.json", json.dumps(config | changes).encode())
+
+    return damage
+
+
+def _rewrite_json(name, data: bytes):
+    def damage(folder):
+        rewrite(folder / name, data)
+
+    return damage
+
+
+def _raising_chat_template(folder):
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    settings["chat_template"] = "{{ raise_exception('no system role') }}"
+    rewrite(folder / "tokenizer_config.json", json.dumps(settings).encode())
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+
+
 def _pickle_only(folder):
     (folder / "model.safetensors").unlink()
     (folder / "pytorch_model.bin").write_bytes(b"\x80\x04 never unpickled")
@@ -121,6 +143,35 @@ def _pickle_only(folder):
         (_drop_tokenizer, "has no tokenizer.json"),
         (_shard_missing, "lacks 1 shard(s): model-00001-of-00002.safetensors"),
         (_pickle_only, "pass --allow-pickle if you trust their origin"),
+        (
+            _edit_config(architectures="Phi3ForCausalLM"),
+            "architectures is 'Phi3ForCausalLM', not a list",
+        ),
+        (_edit_config(hidden_size="576"), "hidden_size is '576', not a number"),
+        (_edit_config(num_hidden_layers=31), "but the weights hold 30 layers"),
+        (_edit_config(num_hidden_layers=-3), "num_hidden_layers = -3, not a posit"),
+        (_edit_config(num_attention_heads=7), "not a multiple of its 3 key/value"),
+        (_edit_config(partial_rotary_factor=2.5), "must lie in (0, 1]"),
+        (
+            _edit_config(intermediate_size=1000),
+            "model.layers.0.mlp.gate_up_proj.weight is 3072 x 576 but config.json "
+            "implies 2000 x 576",
+        ),
+        (
+            _edit_config(vocab_size=1000),
+            "model.embed_tokens.weight is 49152 x 576 but config.json implies",
+        ),
+        (
+            _edit_config(rope_scaling={"type": "longrope"}),
+            "longrope scaling needs 32 short_factor values",
+        ),
+        (_rewrite_json("tokenizer.json", b"{not json"), "tokenizer.json is malformed"),
+        (_rewrite_json("tokenizer.json", b"{}"), "holds no tokenizer model"),
+        (
+            _rewrite_json("generation_config.json", b"[]"),
+            "generation_config.json is malformed (a JSON list, not an object)",
+        ),
+        (_raising_chat_template, "chat template fails on a one-message chat"),
     ],
 )
 def test_bad_source_is_refused_in_one_line(model, tmp_path, damage, message):
@@ -358,3 +409,96 @@ def test_code_in_a_model_folder_never_runs(tiny_phi, tmp_path):
         assert result.answer is not None  # each runtime loaded it and chatted
         assert list(result.path.glob("*.py")) == []
     assert fingerprint(folder) == before
+
+
+def test_force_never_replaces_a_folder_holding_the_source(tmp_path, demo_source):
+    out = tmp_path / "out"
+    source = out / "gguf-f16" / "model"
+    shutil.copytree(demo_source.path, source, copy_function=_link_or_copy)
+    before = fingerprint(source)
+    result = phiquant_cli("quantize", str(source), "--out", str(out), *QUICK, "--force")
+    assert result.returncode == 5
+    assert "holds the source folder" in result.stderr
+    assert fingerprint(source) == before
+    assert sorted(p.name for p in out.iterdir()) == ["gguf-f16"]
+
+
+def test_output_that_is_a_file_is_one_clear_error(model, tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    out = tmp_path / "taken" / "out"
+    result = phiquant_cli("quantize", str(model), "--out", str(out), *QUICK)
+    assert result.returncode == 5, result.stderr
+    assert "cannot write to" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_eval_never_writes_its_reports_into_the_source(model, tmp_path, demo_ggufs):
+    before = fingerprint(model)
+    result = phiquant_cli(
+        "eval",
+        str(demo_ggufs["F16"].path),
+        "--reference",
+        str(model),
+        "--windows",
+        "1",
+        "--no-speed",
+        "--out",
+        str(model),
+    )
+    assert result.returncode == 5, result.stderr
+    assert "lies inside the source folder" in result.stderr
+    assert fingerprint(model) == before
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--windows", "0"], "--windows must be at least 1"),
+        (["--window-tokens", "9000"], "longer than the model's 8192-token context"),
+        (["--text", "binary"], "is not UTF-8 text"),
+    ],
+)
+def test_eval_refuses_settings_it_cannot_score(
+    tmp_path, demo_ggufs, arguments, message
+):
+    (tmp_path / "binary").write_bytes(bytes(range(256)) * 8)
+    arguments = [str(tmp_path / a) if a == "binary" else a for a in arguments]
+    result = phiquant_cli("eval", str(demo_ggufs["F16"].path), "--no-speed", *arguments)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("bits_per_weight", 4.0, "manifest states bits_per_weight 4.0, but its files"),
+        ("stop_token_ids", [12345], "lists stop token(s) [12345] that its runtime"),
+    ],
+)
+def test_verify_finds_a_manifest_that_misdescribes_its_files(
+    tmp_path, demo_ggufs, field, value, message
+):
+    copy = tmp_path / "artifact"
+    shutil.copytree(demo_ggufs["Q8_0"].path, copy)
+    manifest = json.loads((copy / "phiquant.json").read_text())
+    (copy / "phiquant.json").write_text(json.dumps(manifest | {field: value}))
+    result = phiquant_cli("verify", str(copy))
+    assert result.returncode == 6
+    assert message in result.stderr
+
+
+def test_run_names_a_missing_file_instead_of_crashing(tmp_path, demo_ggufs):
+    copy = tmp_path / "artifact"
+    shutil.copytree(demo_ggufs["Q8_0"].path, copy)
+    gguf = next(copy.glob("*.gguf"))
+    gguf.unlink()
+    result = phiquant_cli("run", str(copy), "-p", "hi")
+    assert result.returncode == 6
+    assert f"lacks {gguf.name}, listed in its manifest" in result.stderr
+
+
+def test_a_prompt_longer_than_the_context_is_one_clear_error(demo_ggufs):
+    result = phiquant_cli("run", str(demo_ggufs["Q8_0"].path), "-p", "word " * 3000)
+    assert result.returncode == 2, result.stderr
+    assert "does not fit the 2048-token context" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -51,9 +51,15 @@ def test_sizes_are_read_as_users_write_them(text, expected):
     assert parse_size(text) == expected
 
 
-@pytest.mark.parametrize("text", ["four GB", "-1GB", "3 parsecs"])
+@pytest.mark.parametrize("text", ["four GB", "3 parsecs", "nanGB", "infGB"])
 def test_unreadable_sizes_are_refused(text):
     with pytest.raises(UsageError, match="cannot read the size"):
+        parse_size(text)
+
+
+@pytest.mark.parametrize("text", ["0", "0GB", "-1GB"])
+def test_sizes_that_are_not_positive_are_refused(text):
+    with pytest.raises(UsageError, match="is not positive"):
         parse_size(text)
 
 
@@ -164,3 +170,26 @@ def test_recommend_without_evaluation_judges_memory_alone(tmp_path, demo_ggufs):
     assert result.returncode == 0, result.stderr
     assert "Recommended: gguf:Q4_K_M" in result.stdout
     assert "not evaluated" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_non_finite_kld_is_never_within_the_quality_budget(tmp_path, demo_ggufs):
+    _store_results(tmp_path, demo_ggufs, {"Q4_K_M": float("nan")})
+    result = api.recommend("phone", tmp_path)
+    assert result.chosen is None
+    (q4,) = result.candidates
+    assert q4.rejected_because[0].startswith("quality unknown: its evaluation gave")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"context_tokens": 0}, "--context must be at least 1 token"),
+        ({"ram": -5}, "--ram must be a positive size"),
+        ({"max_kld": -0.1}, "--max-kld must be a KL divergence of 0 or more"),
+    ],
+)
+def test_impossible_budgets_are_refused(evaluated_folder, settings, message):
+    with pytest.raises(UsageError, match=message):
+        api.recommend("phone", evaluated_folder, **settings)

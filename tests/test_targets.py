@@ -28,6 +28,18 @@ def test_generic_and_gguf_precision_names_map_to_gguf_types(text, quant, precisi
     assert target.slug == f"gguf-{quant.lower()}"
 
 
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [("GGUF:INT4", "gguf:Q4_K_M"), ("Gguf:fp16", "gguf:F16"), ("ONNX:int4@CPU", None)],
+)
+def test_target_names_are_case_insensitive(text, name):
+    spec = TargetSpec.parse(text)
+    assert spec.backend == spec.backend.lower()
+    assert spec.device in (None, "cpu")
+    if name is not None:
+        assert resolve_target(text).name == name
+
+
 def test_target_string_carries_device():
     spec = TargetSpec.parse("onnx:int4@cuda")
     assert (spec.backend, spec.precision, spec.device) == ("onnx", "int4", "cuda")

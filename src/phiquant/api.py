@@ -18,7 +18,9 @@ from phiquant.artifacts import (
     MANIFEST_NAME,
     atomic_folder,
     check_files,
+    output_errors,
     read_manifest,
+    refuse_inside,
     write_manifest,
 )
 from phiquant.backends import get_backend, resolve_target
@@ -56,10 +58,14 @@ class QuantizeResult:
 
 
 def _resolve_targets(
-    targets: list[str] | tuple[str, ...] | None,
+    targets: str | list[str] | tuple[str, ...] | None,
     device: str | None,
     options: dict[str, dict[str, object]] | None = None,
 ) -> list[Target]:
+    if isinstance(targets, str):
+        targets = [targets]
+    if targets is not None and not targets and device is None:
+        raise UsageError("no targets given", "Name at least one, e.g. gguf:int4")
     texts = list(targets or [])
     if device is not None:
         texts += _device_targets(device)
@@ -121,7 +127,7 @@ def default_output_dir(source_name: str) -> Path:
 
 def quantize(
     source: str | Path = DEMO_NAME,
-    targets: list[str] | tuple[str, ...] | None = None,
+    targets: str | list[str] | tuple[str, ...] | None = None,
     *,
     out: str | Path | None = None,
     force: bool = False,
@@ -135,11 +141,11 @@ def quantize(
 ) -> list[QuantizeResult]:
     """Build one artifact folder per target under ``out``.
 
-    ``targets`` are strings such as ``gguf:int4``; ``device`` adds a device
-    profile's targets (``phone``, ``mac``...); with neither, fp16, int8 and
-    int4 GGUF are built. ``options`` holds per-backend settings, e.g.
-    ``{"onnx": {"block_size": 128}}``; each backend validates its own. Each
-    artifact is written atomically, then loaded in its
+    ``targets`` are strings such as ``gguf:int4`` (one string or a list);
+    ``device`` adds a device profile's targets (``phone``, ``mac``...); with
+    neither, fp16, int8 and int4 GGUF are built. ``options`` holds
+    per-backend settings, e.g. ``{"onnx": {"block_size": 128}}``; each backend
+    validates its own. Each artifact is written atomically, then loaded in its
     runtime and asked ``prompt`` (skip with ``prompt=None``) before it is
     moved into place. Existing artifacts are refused unless ``force``.
     """
@@ -300,7 +306,19 @@ def artifact_backend(path: str | Path) -> Backend:
 
 def load_artifact(path: str | Path, *, context_tokens: int = 2048) -> Runner:
     """Open an artifact in its runtime for chatting and scoring."""
-    return artifact_backend(path).load(Path(path), context_tokens=context_tokens)
+    path = Path(path)
+    backend = artifact_backend(path)
+    if (path / MANIFEST_NAME).exists():
+        # Runtimes report a missing file in their own words, or crash on it.
+        files = read_manifest(path)["files"]
+        missing = [name for name in files if not (path / name).is_file()]
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise ArtifactError(
+                f"{path} lacks {missing[0]}{more}, listed in its manifest",
+                "Rebuild it with `phiquant quantize ... --force`",
+            )
+    return backend.load(path, context_tokens=context_tokens)
 
 
 def run(
@@ -359,7 +377,15 @@ def verify(
             f"{path} does not match its manifest: {problems[0]}{more}",
             "Rebuild it with `phiquant quantize ... --force`",
         )
+    _check_manifest_describes_files(path, manifest)
     with load_artifact(path) as runner:
+        unknown_stops = set(manifest.get("stop_token_ids", [])) - runner.stop_token_ids
+        if unknown_stops:
+            raise ArtifactError(
+                f"{path}'s manifest lists stop token(s) {sorted(unknown_stops)} "
+                "that its runtime does not stop at",
+                "Rebuild it with `phiquant quantize ... --force`",
+            )
         if not _has_chat_template(path):
             _check_continues_text(runner, prompt, path)
             return VerifyResult(path, len(manifest["files"]), None)
@@ -371,6 +397,23 @@ def verify(
             "Check the artifact's stop tokens with `phiquant inspect`",
         )
     return VerifyResult(path, len(manifest["files"]), answer)
+
+
+def _check_manifest_describes_files(path: Path, manifest: dict[str, Any]) -> None:
+    """The manifest's own figures must be those of the files it hashes."""
+    info = artifact_backend(path).describe(path)
+    actual = {
+        "size_bytes": info.size_bytes,
+        "parameter_count": info.parameter_count,
+        "bits_per_weight": round(info.bits_per_weight, 4),
+    }
+    for key, value in actual.items():
+        if manifest.get(key) != value:
+            raise ArtifactError(
+                f"{path}'s manifest states {key} {manifest.get(key)}, but its "
+                f"files have {value}",
+                "Rebuild it with `phiquant quantize ... --force`",
+            )
 
 
 def _has_chat_template(path: Path) -> bool:
@@ -510,10 +553,14 @@ def evaluate(
     )
     scored = [a.path for a in evaluation.artifacts]
     out_dir = Path(out) if out is not None else _common_parent(scored)
+    source_path = Path(evaluation.reference["source"]["path"])
+    for destination in (out_dir, *([Path(json_path)] if json_path else [])):
+        refuse_inside(destination, source_path)
     carry_over_earlier(evaluation, out_dir / RESULTS_NAME)
     paths = write_reports(evaluation, out_dir)
     if json_path is not None:
-        evaluation.save(Path(json_path))
+        with output_errors(Path(json_path)):
+            evaluation.save(Path(json_path))
         paths["json_copy"] = Path(json_path)
     return evaluation, paths
 
@@ -559,9 +606,16 @@ def recommend(
         if ram is None
         else (ram if isinstance(ram, int) else parse_size(ram))
     )
-    context = context_tokens or profile.context_tokens
+    if budget < 1:
+        raise UsageError(f"--ram must be a positive size, not {ram}", "E.g. 4GB")
+    context = profile.context_tokens if context_tokens is None else context_tokens
     if context < 1:
-        raise UsageError("--context must be at least 1 token", "")
+        raise UsageError("--context must be at least 1 token", "E.g. 4096")
+    if max_kld is not None and not 0 <= max_kld < float("inf"):
+        raise UsageError(
+            f"--max-kld must be a KL divergence of 0 or more, not {max_kld}",
+            "E.g. 0.05",
+        )
     candidates = load_candidates(Path(artifacts_dir), context)
     return recommend_from(
         candidates,

@@ -101,13 +101,29 @@ def read_artifact_json(folder: Path, name: str, missing: str, todo: str) -> Any:
         ) from error
 
 
+# Manifest entries every command relies on.
+_TARGET_KEYS = ("name", "backend", "format", "precision")
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
-    return read_artifact_json(
+    """An artifact's manifest, refused with one clear error if incomplete."""
+    manifest = read_artifact_json(
         folder,
         MANIFEST_NAME,
         f"is not a phiquant artifact (no {MANIFEST_NAME})",
         "Pass a folder made by `phiquant quantize`",
     )
+    target = manifest.get("target") if isinstance(manifest, dict) else None
+    missing = [] if isinstance(target, dict) else ["target"]
+    missing += [f"target.{key}" for key in _TARGET_KEYS if target and key not in target]
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        missing.append("files")
+    if missing:
+        raise ArtifactError(
+            f"{Path(folder) / MANIFEST_NAME} is incomplete (no {', '.join(missing)})",
+            "Rebuild the artifact with `phiquant quantize ... --force`",
+        )
+    return manifest
 
 
 def check_files(folder: Path, manifest: dict[str, Any]) -> list[str]:
@@ -130,15 +146,56 @@ def check_files(folder: Path, manifest: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _refuse_inside(dest: Path, protected: Path | None) -> None:
+@contextlib.contextmanager
+def output_errors(path: Path) -> Iterator[None]:
+    """Turn a failure to write ``path`` into one clear OutputError."""
+    try:
+        yield
+    except OSError as error:
+        raise OutputError(
+            f"cannot write {path} ({error.strerror or error})",
+            "Choose another output path: one you can write to, with free space",
+        ) from error
+
+
+def refuse_inside(dest: Path, protected: Path | None) -> None:
+    """Refuse an output that would write into, or replace, the ``protected`` source."""
     if protected is None:
         return
-    protected = protected.resolve()
+    dest, protected = Path(dest).resolve(), Path(protected).resolve()
     if dest == protected or protected in dest.parents:
         raise OutputError(
             f"output {dest} lies inside the source folder {protected}",
             "phiquant never writes into a source; choose another --out",
         )
+    if dest in protected.parents:
+        raise OutputError(
+            f"output {dest} holds the source folder {protected}",
+            "Replacing it would delete the source; choose another --out",
+        )
+
+
+def _refuse_foreign(dest: Path) -> None:
+    """Only phiquant's own artifacts (or empty folders) are ever replaced."""
+    if dest.is_dir() and ((dest / MANIFEST_NAME).is_file() or not any(dest.iterdir())):
+        return
+    kind = "a folder" if dest.is_dir() else "a file"
+    raise OutputError(
+        f"{dest} exists and is {kind} that is not a phiquant artifact "
+        f"(no {MANIFEST_NAME}), so --force does not replace it",
+        "Move it away or choose another --out",
+    )
+
+
+def _sweep_stale(dest: Path) -> None:
+    """Remove what killed runs left beside ``dest``; the caller holds its lock."""
+    for leftover in dest.parent.glob(f".{dest.name}.tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    if dest.exists():
+        # A run killed between its two renames leaves the old artifact
+        # retired; once a complete one is in place, that copy is stale.
+        for leftover in dest.parent.glob(f".{dest.name}.old-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -153,11 +210,18 @@ def atomic_folder(
     the destination refuses a second run writing the same folder at once.
     """
     dest = Path(dest).resolve()
-    _refuse_inside(dest, protected)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-
+    refuse_inside(dest, protected)
     lock_path = dest.parent / f".{dest.name}.lock"
-    with lock_path.open("w") as lock:
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        lock = lock_path.open("w")
+    except OSError as error:
+        raise OutputError(
+            f"cannot write to {dest.parent} ({error.strerror or error})",
+            "Choose another --out: a folder you can write to",
+        ) from error
+
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as error:
@@ -171,6 +235,9 @@ def atomic_folder(
                     f"{dest} already exists",
                     "Pass --force to replace it, or choose another --out",
                 )
+            if dest.exists():
+                _refuse_foreign(dest)
+            _sweep_stale(dest)
             staging = Path(
                 tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
             )

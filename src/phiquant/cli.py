@@ -337,20 +337,20 @@ def verify(
     result = api.verify(artifact, prompt, max_tokens)
     if result.answer is None:
         stdout.print(
-            f"OK: {_files(result.files_checked)} match the manifest; the artifact "
+            f"OK: {_files_match(result.files_checked)} the manifest; the artifact "
             "loads and continues a text (no chat template to test a turn with)."
         )
         return
     stdout.print(
-        f"OK: {_files(result.files_checked)} match the manifest; the artifact "
+        f"OK: {_files_match(result.files_checked)} the manifest; the artifact "
         f"answered in {result.answer.n_tokens} tokens and stopped at its "
         "end-of-turn token."
     )
     stdout.print(f"[dim]{result.answer.text.strip()}[/]", markup=True, highlight=False)
 
 
-def _files(count: int) -> str:
-    return f"{count} file{'' if count == 1 else 's'}"
+def _files_match(count: int) -> str:
+    return "1 file matches" if count == 1 else f"{count} files match"
 
 
 @app.command()

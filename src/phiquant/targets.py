@@ -14,8 +14,10 @@ from phiquant.errors import UsageError
 
 GENERIC_PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int4")
 
+# Backend and device names are case-insensitive, like precisions.
 _TARGET_PATTERN = re.compile(
-    r"^(?P<backend>[a-z]+):(?P<precision>[A-Za-z0-9_]+)(?:@(?P<device>[a-z0-9]+))?$"
+    r"^(?P<backend>[a-z]+):(?P<precision>[A-Za-z0-9_]+)(?:@(?P<device>[a-z0-9]+))?$",
+    re.IGNORECASE,
 )
 
 
@@ -36,7 +38,10 @@ class TargetSpec:
                 "Write BACKEND:PRECISION[@DEVICE], e.g. gguf:int4, gguf:Q5_K_M "
                 "or onnx:int4@cpu; `phiquant targets` lists them all",
             )
-        return cls(match["backend"], match["precision"], match["device"])
+        device = match["device"]
+        return cls(
+            match["backend"].lower(), match["precision"], device and device.lower()
+        )
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ phone, VRAM on a GPU). Users override the budget with ``--ram``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from phiquant.errors import UsageError
@@ -124,6 +125,10 @@ def parse_size(text: str) -> int:
         raise UsageError(
             f"cannot read the size {text!r}", "Write it like 4GB, 512MB or 3.5GiB"
         ) from error
-    if unit not in units or value <= 0:
+    if unit not in units or not math.isfinite(value):
         raise UsageError(f"cannot read the size {text!r}", "Write it like 4GB or 512MB")
+    if value * units[unit] < 1:
+        raise UsageError(
+            f"the size {text!r} is not positive", "Give a memory budget such as 4GB"
+        )
     return int(value * units[unit])

@@ -8,6 +8,7 @@ the explanation says so.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,7 +208,12 @@ def recommend_from(
         if candidate.need_bytes > budget_bytes:
             budget = format_bytes(budget_bytes)
             reasons.append(f"does not fit: {_memory_text(candidate)} > {budget}")
-        if candidate.kld_mean is not None and candidate.kld_mean > max_kld:
+        if candidate.kld_mean is not None and not math.isfinite(candidate.kld_mean):
+            reasons.append(
+                "quality unknown: its evaluation gave a non-finite mean KLD; "
+                "evaluate it again"
+            )
+        elif candidate.kld_mean is not None and candidate.kld_mean > max_kld:
             reasons.append(
                 f"quality budget not met: mean KLD {candidate.kld_mean:.2g} "
                 f"> {max_kld:g}"

@@ -190,10 +190,21 @@ def evaluate_artifacts(
         raise UsageError(
             "no artifacts to evaluate", "Pass one or more artifact folders"
         )
-    if window_tokens < 16 or windows < 1:
-        raise UsageError("windows must hold at least 16 tokens", "")
+    if windows < 1:
+        raise UsageError(f"--windows must be at least 1, not {windows}", "E.g. 16")
+    if window_tokens < 16:
+        raise UsageError(
+            f"--window-tokens must be at least 16, not {window_tokens}", "E.g. 512"
+        )
     paths = artifact_paths(artifacts)
     source, notes = resolve_reference(paths, reference)
+    context = source.traits.max_position_embeddings
+    if window_tokens > context:
+        raise UsageError(
+            f"--window-tokens {window_tokens} is longer than the model's "
+            f"{context}-token context",
+            f"Use at most {context}",
+        )
 
     eval_text = load_text(text)
     token_ids = tokenize_text(source, eval_text)

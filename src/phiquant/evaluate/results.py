@@ -54,6 +54,8 @@ class Evaluation:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Evaluation:
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
         fields = {k: v for k, v in data.items() if k != "results_version"}
         fields["artifacts"] = [ArtifactEvaluation(**a) for a in fields["artifacts"]]
         return cls(**fields)
@@ -75,11 +77,28 @@ class Evaluation:
                 "Run `phiquant eval ARTIFACT... --out DIR` first",
             )
         try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            evaluation = cls.from_dict(json.loads(path.read_text()))
+            _check_figures(evaluation)
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+            detail = f"missing {error}" if isinstance(error, KeyError) else error
             raise UsageError(
-                f"{path} is not a phiquant results file ({error})", ""
+                f"{path} is not a phiquant results file ({detail})",
+                "Write it again with `phiquant eval ARTIFACT... --out DIR`",
             ) from error
+        return evaluation
+
+
+def _check_figures(evaluation: Evaluation) -> None:
+    """Raise ValueError where a stored figure is not a number."""
+    for artifact in evaluation.artifacts:
+        for group in (artifact.quality, artifact.speed):
+            if group is None:
+                continue
+            if not isinstance(group, dict):
+                raise ValueError(f"{artifact.name}'s figures are not a mapping")
+            for name, value in group.items():
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ValueError(f"{artifact.name}'s {name} is {value!r}")
 
 
 def carry_over_earlier(evaluation: Evaluation, results_path: Path) -> list[str]:

@@ -22,7 +22,13 @@ def load_text(path: str | Path | None = None) -> str:
         raise UsageError(
             f"no text file at {path}", "Pass a UTF-8 text file with --text"
         )
-    return path.read_text("utf-8")
+    try:
+        return path.read_text("utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"{path} is not UTF-8 text ({error.reason} at byte {error.start})",
+            "Pass a UTF-8 text file with --text",
+        ) from error
 
 
 def token_windows(token_ids: list[int], window: int, count: int) -> list[list[int]]:

@@ -32,6 +32,11 @@ def family_for_config(config: dict) -> Family:
     """Find the family of a Hugging Face ``config.json`` or explain why none fits."""
     architectures = config.get("architectures") or []
     model_type = config.get("model_type")
+    if not isinstance(architectures, list):
+        raise SourceError(
+            f"config.json's architectures is {architectures!r}, not a list",
+            'Write it as a list, e.g. "architectures": ["Phi3ForCausalLM"]',
+        )
 
     for arch in architectures:
         if arch in KNOWN_UNSUPPORTED:

@@ -29,6 +29,10 @@ class Family:
     norm: str
     # Tokens that end a chat turn in this family's templates, most specific first.
     end_of_turn_tokens: tuple[str, ...]
+    # Each layer's weight matrices (name after ``model.layers.N.``) and their
+    # shape in named sizes: hidden, q (heads x head_dim), kv (KV heads x
+    # head_dim), qkv (q + 2 kv), ffn (intermediate) and ffn2 (2 x ffn).
+    layer_shapes: tuple[tuple[str, str, str], ...] = ()
     # None when phiquant converts this family; otherwise why it cannot yet.
     unsupported_reason: str | None = None
 

@@ -13,4 +13,12 @@ PHI = Family(
     norm="layer",
     # phi-2 is a base model without a chat template; text ends at its EOS.
     end_of_turn_tokens=("<|endoftext|>",),
+    layer_shapes=(
+        ("self_attn.q_proj.weight", "q", "hidden"),
+        ("self_attn.k_proj.weight", "kv", "hidden"),
+        ("self_attn.v_proj.weight", "kv", "hidden"),
+        ("self_attn.dense.weight", "hidden", "q"),
+        ("mlp.fc1.weight", "ffn", "hidden"),
+        ("mlp.fc2.weight", "hidden", "ffn"),
+    ),
 )

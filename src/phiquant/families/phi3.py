@@ -12,4 +12,10 @@ PHI3 = Family(
     norm="rms",
     fused_tensors=("self_attn.qkv_proj", "mlp.gate_up_proj"),
     end_of_turn_tokens=("<|end|>", "<|im_end|>", "<|eot_id|>"),
+    layer_shapes=(
+        ("self_attn.qkv_proj.weight", "qkv", "hidden"),
+        ("self_attn.o_proj.weight", "hidden", "q"),
+        ("mlp.gate_up_proj.weight", "ffn2", "hidden"),
+        ("mlp.down_proj.weight", "hidden", "ffn"),
+    ),
 )

@@ -140,6 +140,18 @@ def _token_ids(value: Any) -> tuple[int, ...]:
     return (int(value),)
 
 
+def _number(config: dict[str, Any], name: str, kind: type) -> Any:
+    """A numeric field; KeyError names a missing one, ValueError a wrong one."""
+    if config.get(name) is None:
+        raise KeyError(name)
+    value = config[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} is {value!r}, not a number")
+    if kind is int and value != int(value):
+        raise ValueError(f"{name} is {value!r}, not a whole number")
+    return kind(value)
+
+
 def traits_from_config(config: dict[str, Any]) -> ModelTraits:
     """Read the conversion-relevant traits from a normalised config."""
     scaling = config.get("rope_scaling") or {}
@@ -155,20 +167,20 @@ def traits_from_config(config: dict[str, Any]) -> ModelTraits:
     return ModelTraits(
         architecture=architectures[0],
         model_type=config.get("model_type", "?"),
-        hidden_size=int(config["hidden_size"]),
-        num_layers=int(config["num_hidden_layers"]),
-        num_heads=int(config["num_attention_heads"]),
-        num_kv_heads=int(config["num_key_value_heads"]),
-        head_dim=int(config["head_dim"]),
-        intermediate_size=int(config["intermediate_size"]),
-        vocab_size=int(config["vocab_size"]),
-        max_position_embeddings=int(config["max_position_embeddings"]),
-        original_max_position_embeddings=int(
-            config["original_max_position_embeddings"]
+        hidden_size=_number(config, "hidden_size", int),
+        num_layers=_number(config, "num_hidden_layers", int),
+        num_heads=_number(config, "num_attention_heads", int),
+        num_kv_heads=_number(config, "num_key_value_heads", int),
+        head_dim=_number(config, "head_dim", int),
+        intermediate_size=_number(config, "intermediate_size", int),
+        vocab_size=_number(config, "vocab_size", int),
+        max_position_embeddings=_number(config, "max_position_embeddings", int),
+        original_max_position_embeddings=_number(
+            config, "original_max_position_embeddings", int
         ),
-        rope_theta=float(config["rope_theta"]),
+        rope_theta=_number(config, "rope_theta", float),
         rope=rope,
-        partial_rotary_factor=float(config["partial_rotary_factor"]),
+        partial_rotary_factor=_number(config, "partial_rotary_factor", float),
         sliding_window=config.get("sliding_window"),
         tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
         norm_eps=float(norm_eps),

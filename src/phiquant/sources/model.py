@@ -15,6 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from phiquant.errors import SourceError
 from phiquant.families import Family, family_for_config
+from phiquant.sources.checks import (
+    check_config_values,
+    check_tokenizer_files,
+    check_weights_match_config,
+)
 from phiquant.sources.config import ModelTraits, normalise_config, traits_from_config
 from phiquant.sources.pickled import convert_to_safetensors, pickle_files
 
@@ -323,8 +328,7 @@ def load_model_folder(
         converted.origin = folder
         return converted
     weights = _weight_files(folder)
-    for weight_file in weights:
-        read_safetensors_header(weight_file)
+    shapes = _tensor_shapes(weights)
 
     if not (folder / "tokenizer.json").exists():
         raise SourceError(
@@ -335,14 +339,21 @@ def load_model_folder(
 
     try:
         config = normalise_config(raw_config)
-        traits_from_config(config)
-    except (KeyError, TypeError, ValueError) as error:
+        traits = traits_from_config(config)
+    except KeyError as error:
         raise SourceError(
             f"{config_path} lacks a required field ({error})",
             "Restore the original config.json from the model's repository",
         ) from error
+    except (TypeError, ValueError) as error:
+        raise SourceError(
+            f"{config_path} has an invalid field ({error})",
+            "Restore the original config.json from the model's repository",
+        ) from error
+    check_config_values(traits)
+    check_weights_match_config(traits, family, shapes)
 
-    return ModelSource(
+    source = ModelSource(
         name=name,
         path=folder,
         kind=kind,
@@ -353,3 +364,13 @@ def load_model_folder(
         hub_id=hub_id,
         revision=revision,
     )
+    check_tokenizer_files(source)
+    return source
+
+
+def _tensor_shapes(weight_files: tuple[Path, ...]) -> dict[str, list[int]]:
+    return {
+        name: entry["shape"]
+        for weight_file in weight_files
+        for name, entry in read_safetensors_header(weight_file).items()
+    }

@@ -11,7 +11,7 @@ import numpy as np
 
 from phiquant.backends.base import ChatStream, Runner
 from phiquant.backends.gguf.reader import gguf_stop_token_ids
-from phiquant.errors import ArtifactError
+from phiquant.errors import ArtifactError, UsageError
 from phiquant.native_output import captured_native_stderr
 
 # llama.cpp processes prompts in batches of this many tokens.
@@ -81,15 +81,22 @@ class LlamaCppRunner(Runner):
         state = {"tokens": 0, "reason": "length"}
 
         def pieces():
-            for chunk in chunks:
-                choice = chunk["choices"][0]
-                content = choice["delta"].get("content")
-                if content:
-                    # llama-cpp-python streams one chunk per generated token.
-                    state["tokens"] += 1
-                    yield content
-                if choice.get("finish_reason"):
-                    state["reason"] = choice["finish_reason"]
+            try:
+                for chunk in chunks:
+                    choice = chunk["choices"][0]
+                    content = choice["delta"].get("content")
+                    if content:
+                        # llama-cpp-python streams one chunk per generated token.
+                        state["tokens"] += 1
+                        yield content
+                    if choice.get("finish_reason"):
+                        state["reason"] = choice["finish_reason"]
+            except ValueError as error:  # llama-cpp-python's "exceed context window"
+                raise UsageError(
+                    f"the chat does not fit the {self._context_tokens}-token "
+                    f"context ({error})",
+                    "Shorten the prompt",
+                ) from error
 
         return ChatStream(pieces(), lambda: (state["tokens"], state["reason"]))
 

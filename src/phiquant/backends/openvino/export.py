@@ -48,6 +48,10 @@ def export_ir(source: ModelSource, out_dir: Path, dtype: str) -> None:
                 library_name="transformers",
             )
         except Exception as error:  # optimum raises many types; keep the cause
+            if "KeyboardInterrupt" in str(error):
+                # Ctrl-C inside OpenVINO's converter comes back wrapped in its
+                # RuntimeError; it is an interruption, not a failed export.
+                raise KeyboardInterrupt from error
             summary = " ".join(str(error).split())[:300]
             raise ArtifactError(
                 f"optimum-intel could not export {source.name} "
