@@ -147,8 +147,11 @@ def _implied_by(name: str, traits: ModelTraits) -> str:
 
 
 def check_tokenizer_files(source: ModelSource) -> None:
-    """Refuse tokenizer files that are not JSON objects, token ids past the
-    vocabulary, and a chat template that fails on a one-message chat."""
+    """Refuse tokenizer files that would break a conversion or a chat.
+
+    That is: files that are not JSON objects, token ids past the model's
+    vocabulary, and a chat template that fails on a one-message chat.
+    """
     for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
         path = source.path / name
         if not path.exists():

@@ -64,15 +64,6 @@ def detect_pretokenizer(tokenizer_json: dict[str, Any]) -> str:
     )
 
 
-def _check_fits(by_id: dict[int, Any], vocab_size: int) -> None:
-    if max(by_id) >= vocab_size:
-        raise SourceError(
-            f"tokenizer has ids up to {max(by_id)} but the model's vocab_size is "
-            f"{vocab_size}",
-            "The tokenizer does not belong to these weights",
-        )
-
-
 def _byte_level_tokens(
     tokenizer_json: dict[str, Any], vocab_size: int
 ) -> tuple[list[str], list[int]]:
@@ -89,7 +80,6 @@ def _byte_level_tokens(
         )
         by_id[int(added["id"])] = (added["content"], kind)
 
-    _check_fits(by_id, vocab_size)
     tokens, types = [], []
     for token_id in range(vocab_size):
         # Embedding rows past the tokenizer (padding) need placeholder tokens.
@@ -136,7 +126,6 @@ def _sentencepiece_tokens(
             kind = gguf.TokenType.USER_DEFINED
         by_id[int(added["id"])] = (text, 0.0, kind)
 
-    _check_fits(by_id, vocab_size)
     tokens, scores, types = [], [], []
     for token_id in range(vocab_size):
         text, score, kind = by_id.get(
