@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 DEFAULT_TARGETS = ("gguf:fp16", "gguf:int8", "gguf:int4")
 DEFAULT_PROMPT = "What is the capital of France?"
 DEFAULT_OUT = Path("phiquant-out")
+# What to do about an artifact that is damaged or does not match its manifest.
+REBUILD = "Rebuild it with `phiquant quantize ... --force`"
 
 
 @dataclass
@@ -316,7 +318,7 @@ def load_artifact(path: str | Path, *, context_tokens: int = 2048) -> Runner:
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
             raise ArtifactError(
                 f"{path} lacks {missing[0]}{more}, listed in its manifest",
-                "Rebuild it with `phiquant quantize ... --force`",
+                REBUILD,
             )
     return backend.load(path, context_tokens=context_tokens)
 
@@ -375,7 +377,7 @@ def verify(
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ArtifactError(
             f"{path} does not match its manifest: {problems[0]}{more}",
-            "Rebuild it with `phiquant quantize ... --force`",
+            REBUILD,
         )
     _check_manifest_describes_files(path, manifest)
     with load_artifact(path) as runner:
@@ -384,7 +386,7 @@ def verify(
             raise ArtifactError(
                 f"{path}'s manifest lists stop token(s) {sorted(unknown_stops)} "
                 "that its runtime does not stop at",
-                "Rebuild it with `phiquant quantize ... --force`",
+                REBUILD,
             )
         if not _has_chat_template(path):
             _check_continues_text(runner, prompt, path)
@@ -412,7 +414,7 @@ def _check_manifest_describes_files(path: Path, manifest: dict[str, Any]) -> Non
             raise ArtifactError(
                 f"{path}'s manifest states {key} {manifest.get(key)}, but its "
                 f"files have {value}",
-                "Rebuild it with `phiquant quantize ... --force`",
+                REBUILD,
             )
 
 
@@ -430,7 +432,7 @@ def _check_continues_text(runner: Runner, prompt: str, path: Path) -> None:
     if len(continuation) != 4:
         raise ArtifactError(
             f"{path} loaded but did not continue a text",
-            "Rebuild it with `phiquant quantize ... --force`",
+            REBUILD,
         )
 
 

@@ -153,7 +153,7 @@ def output_errors(path: Path) -> Iterator[None]:
         yield
     except OSError as error:
         raise OutputError(
-            f"cannot write {path} ({error.strerror or error})",
+            f"cannot write to {path} ({error.strerror or error})",
             "Choose another output path: one you can write to, with free space",
         ) from error
 
@@ -212,14 +212,9 @@ def atomic_folder(
     dest = Path(dest).resolve()
     refuse_inside(dest, protected)
     lock_path = dest.parent / f".{dest.name}.lock"
-    try:
+    with output_errors(dest.parent):
         dest.parent.mkdir(parents=True, exist_ok=True)
         lock = lock_path.open("w")
-    except OSError as error:
-        raise OutputError(
-            f"cannot write to {dest.parent} ({error.strerror or error})",
-            "Choose another --out: a folder you can write to",
-        ) from error
 
     with lock:
         try:
